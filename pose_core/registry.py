@@ -1,0 +1,108 @@
+"""One registry from model name to builder, weights and metadata.
+
+It fills `main.py --list-models` and the GUI dropdown, and builds pipelines.
+A model whose weights are missing is listed with the reason and refuses to run:
+nothing ever runs a random-initialised network for a user.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from .errors import ModelUnavailable, PoseError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_DIR = REPO_ROOT / "weights"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str                      # "bottom-up" or "top-down"
+    description: str
+    onnx_file: str                 # relative to weights/
+    torch_file: Optional[str]      # relative to weights/; None when no PyTorch weights exist
+    build: Optional[Callable]      # () -> torch.nn.Module (imports torch lazily)
+    input_height: int = 256        # default network input height (bottom-up) or crop height
+    layout: str = "openpose18"     # the network's own keypoint layout
+
+    @property
+    def onnx_path(self):
+        return WEIGHTS_DIR / self.onnx_file
+
+    @property
+    def torch_path(self):
+        return WEIGHTS_DIR / self.torch_file if self.torch_file else None
+
+
+def _build_ldlc(variant):
+    def build():
+        from .models.bottomup import build_ldlc_openpose
+        return build_ldlc_openpose(variant)
+    return build
+
+
+MODELS = {spec.name: spec for spec in (
+    ModelSpec(
+        name="ldlc-openpose-t6",
+        kind="bottom-up",
+        description="Seed network (CondConv MobileNetV2, expansion 6) initialised from MoveNet "
+                    "Lightning's backbone",
+        onnx_file="ldlc-openpose-t6.onnx", torch_file="ldlc-openpose-t6.pt",
+        build=_build_ldlc("t6")),
+    ModelSpec(
+        name="ldlc-openpose",
+        kind="bottom-up",
+        description="Seed network as in the paper (CondConv MobileNetV2, expansion 2), from scratch",
+        onnx_file="ldlc-openpose.onnx", torch_file="ldlc-openpose.pt",
+        build=_build_ldlc("t2")),
+)}
+
+DEFAULT_MODEL = "ldlc-openpose-t6"
+
+
+def get_spec(name):
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ModelUnavailable(f"unknown model '{name}'; known: {', '.join(MODELS)}") from None
+
+
+def weights_status(spec, backend="onnx"):
+    """'ready', or why the model cannot run on that backend."""
+    path = spec.onnx_path if backend == "onnx" else spec.torch_path
+    if path is None:
+        return f"no {backend} weights for this model"
+    if not path.is_file():
+        return f"no trained weights ({path.relative_to(REPO_ROOT)} missing)"
+    if backend == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return "PyTorch is not installed (pip install -e .[train])"
+    return "ready"
+
+
+def make_runner(spec, backend="onnx", weights=None, threads=None):
+    """A runner for the model's network; `weights` overrides the registered file."""
+    from .backends import OnnxRunner, TorchRunner
+
+    if backend == "onnx":
+        return OnnxRunner(weights or spec.onnx_path, threads)
+    if backend == "torch":
+        from .models.io import load_torch_weights
+        return TorchRunner(load_torch_weights(spec, weights or spec.torch_path), threads)
+    raise PoseError(f"unknown backend '{backend}'; use onnx or torch")
+
+
+def load_pipeline(name, backend="onnx", height=None, weights=None, threads=None, **options):
+    """Build the frame -> People pipeline of a registered model."""
+    spec = get_spec(name)
+    if weights is None:
+        status = weights_status(spec, backend)
+        if status != "ready":
+            raise ModelUnavailable(f"model '{name}' cannot run: {status}")
+    runner = make_runner(spec, backend, weights, threads)
+    if spec.kind == "bottom-up":
+        from .bottomup import BottomUpPipeline
+        return BottomUpPipeline(runner, height=height or spec.input_height, **options)
+    raise ModelUnavailable(f"model '{name}': no pipeline for kind {spec.kind}")

@@ -1,0 +1,75 @@
+"""The one result type every pipeline returns."""
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .skeleton import NUM_KEYPOINTS
+
+
+@dataclass
+class People:
+    """People found in one frame, in original image pixels.
+
+    keypoints: (N, 17, 3) float32, COCO-17 order, (x, y, score) per keypoint.
+    scores:    (N,) float32 person scores.
+    boxes:     (N, 4) float32 (x1, y1, x2, y2).
+    track_ids: (N,) int64, or None when nothing tracks the people.
+    """
+    keypoints: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+    track_ids: Optional[np.ndarray] = None
+    timings: dict = field(default_factory=dict, compare=False)  # stage name -> seconds
+
+    def __post_init__(self):
+        self.keypoints = np.asarray(self.keypoints, dtype=np.float32).reshape(-1, NUM_KEYPOINTS, 3)
+        n = len(self.keypoints)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(n)
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(n, 4)
+        if self.track_ids is not None:
+            self.track_ids = np.asarray(self.track_ids, dtype=np.int64).reshape(n)
+
+    @classmethod
+    def empty(cls):
+        return cls(np.zeros((0, NUM_KEYPOINTS, 3)), np.zeros(0), np.zeros((0, 4)))
+
+    @classmethod
+    def from_keypoints(cls, keypoints, scores, min_score=0.0, track_ids=None):
+        """Build people whose boxes enclose their keypoints with score > min_score."""
+        keypoints = np.asarray(keypoints, dtype=np.float32).reshape(-1, NUM_KEYPOINTS, 3)
+        return cls(keypoints, scores, boxes_from_keypoints(keypoints, min_score), track_ids)
+
+    def __len__(self):
+        return len(self.keypoints)
+
+    def select(self, index):
+        """The people at `index` (a boolean mask or integer indices)."""
+        return People(self.keypoints[index], self.scores[index], self.boxes[index],
+                      None if self.track_ids is None else self.track_ids[index], dict(self.timings))
+
+    def to_records(self):
+        """JSON-ready list of dicts, one per person."""
+        records = []
+        for i in range(len(self)):
+            rec = {
+                "keypoints": np.round(self.keypoints[i], 2).tolist(),
+                "score": round(float(self.scores[i]), 4),
+                "box": np.round(self.boxes[i], 2).tolist(),
+            }
+            if self.track_ids is not None:
+                rec["track_id"] = int(self.track_ids[i])
+            records.append(rec)
+        return records
+
+
+def boxes_from_keypoints(keypoints, min_score=0.0):
+    """(N, 17, 3) -> (N, 4) tight x1y1x2y2 boxes over keypoints with score > min_score."""
+    keypoints = np.asarray(keypoints, dtype=np.float32)
+    boxes = np.zeros((len(keypoints), 4), dtype=np.float32)
+    for i, kp in enumerate(keypoints):
+        pts = kp[kp[:, 2] > min_score, :2]
+        if len(pts):
+            boxes[i, :2] = pts.min(0)
+            boxes[i, 2:] = pts.max(0)
+    return boxes
