@@ -12,6 +12,8 @@ from .errors import ModelUnavailable, PoseError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = REPO_ROOT / "weights"
+# MoveNet teacher ONNX files, converted by tools/convert_movenet_teacher.py (git-ignored).
+TEACHER_DIR = REPO_ROOT / "cache" / "teacher"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,19 @@ MODELS = {spec.name: spec for spec in (
         description="Seed network as in the paper (CondConv MobileNetV2, expansion 2), from scratch",
         onnx_file="ldlc-openpose.onnx", torch_file="ldlc-openpose.pt",
         build=_build_ldlc("t2")),
+    # onnx_file is absolute for the teachers: WEIGHTS_DIR / an absolute path is that path.
+    ModelSpec(
+        name="movenet-multipose",
+        kind="bottom-up",
+        description="Google's MoveNet MultiPose (teacher, converted to ONNX; up to 6 people)",
+        onnx_file=str(TEACHER_DIR / "movenet_multipose.onnx"), torch_file=None, build=None,
+        input_height=256, layout="movenet"),
+    ModelSpec(
+        name="movenet-teacher",
+        kind="top-down",
+        description="MoveNet MultiPose boxes (input 384) refined by MoveNet Thunder per person",
+        onnx_file=str(TEACHER_DIR / "movenet_thunder.onnx"), torch_file=None, build=None,
+        input_height=384, layout="movenet"),
 )}
 
 DEFAULT_MODEL = "ldlc-openpose-t6"
@@ -72,6 +87,8 @@ def weights_status(spec, backend="onnx"):
     path = spec.onnx_path if backend == "onnx" else spec.torch_path
     if path is None:
         return f"no {backend} weights for this model"
+    if not path.is_file() and spec.layout == "movenet":
+        return "not converted: run tools/convert_movenet_teacher.py"
     if not path.is_file():
         return f"no trained weights ({path.relative_to(REPO_ROOT)} missing)"
     if backend == "torch":
@@ -101,6 +118,9 @@ def load_pipeline(name, backend="onnx", height=None, weights=None, threads=None,
         status = weights_status(spec, backend)
         if status != "ready":
             raise ModelUnavailable(f"model '{name}' cannot run: {status}")
+    if spec.layout == "movenet":
+        from .teacher import build_pipeline
+        return build_pipeline(spec, backend, height, weights, threads)
     runner = make_runner(spec, backend, weights, threads)
     if spec.kind == "bottom-up":
         from .bottomup import BottomUpPipeline

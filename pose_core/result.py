@@ -53,9 +53,9 @@ class People:
         records = []
         for i in range(len(self)):
             rec = {
-                "keypoints": np.round(self.keypoints[i], 2).tolist(),
+                "keypoints": np.round(self.keypoints[i].astype(np.float64), 2).tolist(),
                 "score": round(float(self.scores[i]), 4),
-                "box": np.round(self.boxes[i], 2).tolist(),
+                "box": np.round(self.boxes[i].astype(np.float64), 2).tolist(),
             }
             if self.track_ids is not None:
                 rec["track_id"] = int(self.track_ids[i])

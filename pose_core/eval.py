@@ -1,0 +1,141 @@
+"""COCO keypoint evaluation of any `frame_bgr -> People` pipeline.
+
+    python -m pose_core.eval --model NAME [--ann COCO.json --images DIR] [--limit N]
+
+runs the pipeline on the images of a COCO keypoint annotation file, scores the
+people with pycocotools `COCOeval(..., "keypoints")` and ends with one line `AP=<value>`.
+"""
+import argparse
+import contextlib
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import InputError, PoseError
+from .registry import REPO_ROOT
+
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+DEFAULT_ANN = DEFAULT_DATA_ROOT / "coco_val_dev" / "person_keypoints.json"
+DEFAULT_IMAGES = DEFAULT_DATA_ROOT / "coco_val_dev" / "images"
+STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+PERSON_CATEGORY = 1
+
+
+def _quiet():
+    """pycocotools prints 'loading annotations...' and timings; keep only what we print."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def load_ground_truth(ann_file):
+    from pycocotools.coco import COCO
+
+    if not Path(ann_file).is_file():
+        raise InputError(f"annotation file not found: {ann_file}")
+    with _quiet():
+        return COCO(str(ann_file))
+
+
+def people_to_coco_results(people, image_id):
+    """COCO result records (keypoints x, y, score per joint) for one image's People."""
+    return [{"image_id": int(image_id), "category_id": PERSON_CATEGORY,
+             "keypoints": [round(float(v), 3) for v in people.keypoints[i].reshape(-1)],
+             "score": float(people.scores[i])}
+            for i in range(len(people))]
+
+
+def image_ids_to_evaluate(coco_gt, limit=None):
+    """Sorted ids of the images that carry person annotations, the first `limit` of them."""
+    ids = sorted(img_id for img_id in coco_gt.getImgIds() if coco_gt.getAnnIds(imgIds=[img_id]))
+    return ids[:limit] if limit else ids
+
+
+def coco_keypoint_stats(coco_gt, results, image_ids):
+    """Run COCOeval on `results` restricted to `image_ids` -> (stats list, printed table)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with _quiet():
+        if results:
+            coco_dt = coco_gt.loadRes(results)
+        else:  # loadRes cannot take an empty list; an empty result set still scores 0
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": coco_gt.dataset["images"],
+                               "categories": coco_gt.dataset["categories"], "annotations": []}
+            coco_dt.createIndex()
+    evaluator = COCOeval(coco_gt, coco_dt, "keypoints")
+    evaluator.params.imgIds = list(image_ids)
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table):
+        evaluator.evaluate()
+        evaluator.accumulate()
+        table.seek(0)
+        table.truncate()  # keep the summary only, not evaluate()'s timing lines
+        evaluator.summarize()
+    return [float(s) for s in evaluator.stats], table.getvalue()
+
+
+def evaluate(pipeline, ann_file, image_dir, limit=None, progress=True, results_file=None):
+    """Run `pipeline` on the annotated images and score it with COCOeval.
+
+    Returns {"AP", "AP50", "AP75", "APm", "APl", "AR", "stats", "images", "seconds",
+    "ms_per_image", "table"}; `seconds` is the time spent inside the pipeline.
+    """
+    coco_gt = load_ground_truth(ann_file)
+    image_ids = image_ids_to_evaluate(coco_gt, limit)
+    results, seconds = [], 0.0
+    ids = image_ids
+    if progress:
+        from tqdm import tqdm
+        ids = tqdm(image_ids, desc="eval", unit="img")
+    for image_id in ids:
+        path = Path(image_dir) / coco_gt.imgs[image_id]["file_name"]
+        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if frame is None:
+            raise InputError(f"cannot read image {path}")
+        start = time.perf_counter()
+        people = pipeline(frame)
+        seconds += time.perf_counter() - start
+        results.extend(people_to_coco_results(people, image_id))
+    if results_file:
+        Path(results_file).write_text(json.dumps(results))
+    stats, table = coco_keypoint_stats(coco_gt, results, image_ids)
+    summary = dict(zip(STAT_NAMES, stats))
+    return {**{k: summary[k] for k in ("AP", "AP50", "AP75", "APm", "APl", "AR")},
+            "stats": stats, "images": len(image_ids), "seconds": seconds,
+            "ms_per_image": 1000 * seconds / max(1, len(image_ids)), "table": table}
+
+
+def main(argv=None):
+    from .backends import BACKENDS
+    from .registry import DEFAULT_MODEL, load_pipeline
+
+    parser = argparse.ArgumentParser(prog="python -m pose_core.eval", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--ann", default=str(DEFAULT_ANN), help="COCO person keypoint json")
+    parser.add_argument("--images", default=None, help="image folder (default: 'images' next to --ann)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N image ids only")
+    parser.add_argument("--backend", choices=BACKENDS, default="onnx")
+    parser.add_argument("--height", type=int, default=None, help="network input height")
+    parser.add_argument("--weights", default=None, help="weights file instead of the registered one")
+    parser.add_argument("--results", default=None, help="write the COCO result records here")
+    args = parser.parse_args(argv)
+    image_dir = args.images or str(Path(args.ann).parent / "images")
+    try:
+        pipeline = load_pipeline(args.model, args.backend, args.height, args.weights)
+        result = evaluate(pipeline, args.ann, image_dir, args.limit, results_file=args.results)
+    except PoseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result["table"], end="")
+    print(f"images={result['images']} ms_per_image={result['ms_per_image']:.1f}")
+    print(f"AP={result['AP']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

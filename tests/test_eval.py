@@ -1,0 +1,111 @@
+"""pose_core.eval on a tiny synthetic COCO set: perfect, shifted and empty predictions."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from pose_core.eval import evaluate, main
+from pose_core.result import People
+
+# image id -> (height, width); the fake pipelines recognise an image by its size.
+IMAGES = {1: (240, 320), 2: (200, 300)}
+
+
+def _person(cx, cy, scale):
+    """17 plausible keypoints (x, y, v=2) around (cx, cy)."""
+    offsets = np.array([[0, -4], [-1, -4.5], [1, -4.5], [-2, -4], [2, -4], [-3, -2], [3, -2],
+                        [-4, 0], [4, 0], [-4.5, 2], [4.5, 2], [-2, 2], [2, 2], [-2, 5], [2, 5],
+                        [-2, 8], [2, 8]], dtype=np.float32)
+    kp = np.zeros((17, 3), np.float32)
+    kp[:, :2] = offsets * scale + (cx, cy)
+    kp[:, 2] = 2
+    return kp
+
+
+GROUND_TRUTH = {1: [_person(100, 90, 10), _person(220, 100, 9)], 2: [_person(150, 80, 8)]}
+
+
+@pytest.fixture
+def coco_set(tmp_path):
+    images, annotations = [], []
+    for image_id, (h, w) in IMAGES.items():
+        name = f"{image_id:04d}.png"
+        cv2.imwrite(str(tmp_path / name), np.full((h, w, 3), 40 * image_id, np.uint8))
+        images.append({"id": image_id, "file_name": name, "height": h, "width": w})
+        for kp in GROUND_TRUTH[image_id]:
+            x1, y1 = kp[:, :2].min(0)
+            x2, y2 = kp[:, :2].max(0)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                "area": float((x2 - x1) * (y2 - y1)), "num_keypoints": 17,
+                "keypoints": kp.reshape(-1).tolist()})
+    ann = tmp_path / "person_keypoints.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations,
+                               "categories": [{"id": 1, "name": "person"}]}))
+    return ann, tmp_path
+
+
+def _pipeline_returning(keypoints_for_image):
+    size_to_id = {size: image_id for image_id, size in IMAGES.items()}
+
+    def pipeline(frame):
+        kps = keypoints_for_image(size_to_id[frame.shape[:2]])
+        if not kps:
+            return People.empty()
+        kps = np.stack(kps).copy()
+        kps[:, :, 2] = 0.9  # the score slot, not COCO visibility
+        return People.from_keypoints(kps, np.full(len(kps), 0.9))
+    return pipeline
+
+
+def test_ground_truth_scores_ap_one(coco_set):
+    ann, image_dir = coco_set
+    result = evaluate(_pipeline_returning(GROUND_TRUTH.get), ann, image_dir, progress=False)
+    assert result["AP"] == pytest.approx(1.0)
+    assert result["images"] == 2
+    assert len(result["stats"]) == 10
+
+
+def test_shifted_keypoints_score_lower(coco_set):
+    ann, image_dir = coco_set
+
+    def shifted(image_id):
+        return [kp + np.array([6, 5, 0], np.float32) for kp in GROUND_TRUTH[image_id]]
+
+    result = evaluate(_pipeline_returning(shifted), ann, image_dir, progress=False)
+    assert 0.0 < result["AP"] < 0.9
+
+
+def test_no_detections_score_zero(coco_set):
+    ann, image_dir = coco_set
+    result = evaluate(_pipeline_returning(lambda image_id: []), ann, image_dir, progress=False)
+    assert result["AP"] == 0.0
+    assert result["images"] == 2
+
+
+def test_limit_evaluates_only_the_first_image_ids(coco_set):
+    ann, image_dir = coco_set
+    only_first = _pipeline_returning(lambda image_id: GROUND_TRUTH[1] if image_id == 1 else [])
+    assert evaluate(only_first, ann, image_dir, progress=False)["AP"] < 1.0
+    limited = evaluate(only_first, ann, image_dir, limit=1, progress=False)
+    assert limited["images"] == 1
+    assert limited["AP"] == pytest.approx(1.0)
+
+
+def test_results_file_is_coco_format(coco_set, tmp_path):
+    ann, image_dir = coco_set
+    out = tmp_path / "results.json"
+    evaluate(_pipeline_returning(GROUND_TRUTH.get), ann, image_dir, progress=False, results_file=out)
+    records = json.loads(out.read_text())
+    assert len(records) == 3
+    assert {r["image_id"] for r in records} == {1, 2}
+    assert all(r["category_id"] == 1 and len(r["keypoints"]) == 51 for r in records)
+
+
+def test_cli_unknown_model_is_one_line_error(coco_set, capsys):
+    ann, image_dir = coco_set
+    assert main(["--model", "no-such-model", "--ann", str(ann), "--images", str(image_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err

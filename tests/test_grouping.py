@@ -1,0 +1,250 @@
+"""Peaks and PAF grouping on synthetic maps rendered by the training-target code."""
+import numpy as np
+import pytest
+
+from pose_core.paf_grouping import _match_greedy, decode_people, find_peaks, group_people
+from pose_core.skeleton import GROUPING_LIMB_INDEX, OPENPOSE_GROUPING_ORDER
+from pose_core.train.targets import render_bottomup_targets
+
+# A standing person in OpenPose-18 order, (x, y) as fractions of the height from the
+# top centre; the person's right side is on the image's left.
+STANDING = np.array([
+    [0, .05], [0, .15], [-.1, .15], [-.13, .3], [-.15, .45], [.1, .15], [.13, .3], [.15, .45],
+    [-.07, .5], [-.08, .72], [-.08, .95], [.07, .5], [.08, .72], [.08, .95],
+    [-.03, .03], [.03, .03], [-.06, .04], [.06, .04]], dtype=np.float32)
+
+
+def person(cx, top, height, missing=()):
+    """(18, 3) OpenPose-18 keypoints (x, y, v) of a standing person; `missing` ids get v = 0."""
+    kp = np.ones((18, 3), dtype=np.float32)
+    kp[:, :2] = STANDING * height + (cx, top)
+    # A Gaussian centred on a half-cell multiple (x = 1.5 mod 2 at strides 4 and 8)
+    # renders two equal pixels on every grid we use, and a strict peak cannot exist
+    # there; move such coordinates off it.
+    kp[:, :2] += 0.1 * (np.abs((kp[:, :2] - 1.5) % 2) < 0.01)
+    kp[list(missing), :] = 0
+    return kp
+
+
+def render_maps(people, input_h, input_w, stride=8):
+    """Network-like (heatmaps (19, h, w), pafs (38, h, w)) numpy maps of `people` (N, 18, 3)."""
+    heatmaps, pafs = render_bottomup_targets(np.asarray(people, np.float32).reshape(-1, 18, 3),
+                                             input_h // stride, input_w // stride, stride)
+    return heatmaps.numpy(), pafs.numpy()
+
+
+def ten_people():
+    return np.stack([person(30 + i * 44, 20 + 10 * (i % 2), 200) for i in range(10)])
+
+
+def match_to_truth(found, truth):
+    """Order found people like `truth` by their nearest neck."""
+    order = [int(np.argmin(np.linalg.norm(found[:, 1, :2] - t[1, :2], axis=1))) for t in truth]
+    return found[order]
+
+
+def assert_close_to_truth(found, truth, tolerance):
+    labelled = truth[..., 2] > 0
+    assert np.all((found[..., 2] > 0) == labelled)
+    assert np.abs(found[..., :2] - truth[..., :2])[labelled].max() <= tolerance
+    assert np.all(found[~labelled] == 0)
+
+
+# ------------------------------------------------------------------------ peaks
+def test_find_peaks_threshold_strictness_and_borders():
+    maps = np.zeros((19, 12, 12), np.float32)
+    maps[0, 5, 5] = 0.1             # exactly at the threshold: a peak
+    maps[1, 5, 5] = 0.099           # below: none
+    maps[2, 5, 5:7] = 0.5           # a plateau is not strictly greater: none
+    maps[3, 0, 11] = 0.7            # corner: outside the map counts as 0
+    maps[18] = 1.0                  # background channel is ignored
+    peaks = find_peaks(maps)
+    assert peaks.tolist() == [[5, 5, pytest.approx(0.1), 0], [11, 0, pytest.approx(0.7), 3]]
+
+
+def test_find_peaks_keeps_the_stronger_of_two_close_peaks():
+    maps = np.zeros((18, 20, 20), np.float32)
+    maps[4, 10, 3] = 0.5            # weaker, left of the stronger one
+    maps[4, 10, 7] = 0.9            # 4 px away: suppressed with min_distance 6
+    maps[4, 10, 15] = 0.3           # 8 px away: kept
+    peaks = find_peaks(maps, min_distance=6)
+    assert peaks[:, 0].tolist() == [7, 15]
+    assert len(find_peaks(maps, min_distance=3)) == 3
+
+
+def test_refined_peaks_are_sub_cell_accurate():
+    truth = person(100.3, 30.6, 180)
+    heatmaps, _ = render_maps(truth[None], 256, 256)
+    peaks = find_peaks(heatmaps, min_distance=1.5, refine=True)
+    assert len(peaks) == 18
+    # Grid cell g is centred on input pixel g * 8 + 3.5.
+    xy = peaks[np.argsort(peaks[:, 3]), :2] * 8 + 3.5
+    assert np.abs(xy - truth[:, :2]).max() < 0.05
+
+
+# -------------------------------------------------------------------- matching
+def greedy_reference(affinity):
+    """Lightweight OpenPose's connections_nms: visit pairs by descending affinity."""
+    used_rows, used_cols, pairs = set(), set(), []
+    for flat in np.argsort(-affinity, axis=None, kind="stable"):
+        r, c = np.unravel_index(flat, affinity.shape)
+        if np.isfinite(affinity[r, c]) and r not in used_rows and c not in used_cols:
+            used_rows.add(r)
+            used_cols.add(c)
+            pairs.append((int(r), int(c)))
+    return sorted(pairs)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_match_greedy_equals_sequential_greedy(seed):
+    rng = np.random.default_rng(seed)
+    affinity = rng.random((rng.integers(1, 9), rng.integers(1, 9)))
+    affinity[rng.random(affinity.shape) < 0.4] = -np.inf
+    if not np.isfinite(affinity).any():
+        affinity[0, 0] = 0.5
+    rows, cols = _match_greedy(affinity)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == greedy_reference(affinity)
+
+
+# -------------------------------------------------------------------- grouping
+# Peaks on x4-upsampled maps sit on a 2 px grid, and cubic upsampling of a narrow
+# Gaussian adds up to ~0.4 px; refined peaks of an exact Gaussian are exact.
+@pytest.mark.parametrize("upsample, tolerance", [(4, 1.5), (1, 0.05)])
+def test_one_person(upsample, tolerance):
+    truth = person(200, 30, 190)
+    keypoints, scores = decode_people(*render_maps(truth[None], 256, 400), upsample=upsample)
+    assert keypoints.shape == (1, 18, 3) and scores.shape == (1,)
+    assert_close_to_truth(keypoints, truth[None], tolerance)
+    assert 0.9 < scores[0] <= 1.0
+
+
+@pytest.mark.parametrize("upsample, tolerance", [(4, 1.5), (1, 0.05)])
+def test_ten_people(upsample, tolerance):
+    truth = ten_people()[1:-1]      # the outer two touch the image border
+    keypoints, scores = decode_people(*render_maps(truth, 256, 456), upsample=upsample)
+    assert len(keypoints) == len(truth)
+    assert_close_to_truth(match_to_truth(keypoints, truth), truth, tolerance)
+    assert np.all(np.diff(scores) <= 0)
+
+
+def test_crossing_forearms_are_grouped_to_their_owners():
+    # Left forearms of two people cross at (230, 100): A's runs right, B's runs down.
+    a, b = person(150, 30, 200), person(310, 30, 200)
+    a[5, :2], a[6, :2], a[7, :2] = (170, 60), (200, 100), (260, 100)
+    b[5, :2], b[6, :2], b[7, :2] = (290, 60), (230, 70), (230, 130)
+    truth = np.stack([a, b])
+    keypoints, _ = decode_people(*render_maps(truth, 256, 456))
+    assert len(keypoints) == 2
+    assert_close_to_truth(match_to_truth(keypoints, truth), truth, 1.5)
+
+
+def test_zero_people():
+    heatmaps, pafs = render_maps(np.zeros((0, 18, 3)), 256, 456)
+    assert find_peaks(heatmaps).shape == (0, 4)
+    keypoints, scores = decode_people(heatmaps, pafs)
+    assert keypoints.shape == (0, 18, 3) and scores.shape == (0,)
+
+
+def test_missing_parts_and_too_small_people():
+    legless = person(120, 30, 190, missing=(9, 10, 12, 13, 6, 7))       # knees, ankles, left arm
+    head_only = person(320, 30, 190, missing=range(2, 18))              # nose + neck: 2 keypoints
+    keypoints, scores = decode_people(*render_maps(np.stack([legless, head_only]), 256, 456))
+    assert len(keypoints) == 1
+    assert_close_to_truth(keypoints, legless[None], 1.5)
+    full = decode_people(*render_maps(person(120, 30, 190)[None], 256, 456))[1]
+    assert scores[0] < full[0]      # fewer keypoints, lower score
+
+
+def test_coordinates_are_network_input_pixels_for_any_stride_and_upsample():
+    truth = person(97.3, 41.8, 150)
+    for stride, upsample in ((8, 4), (8, 2), (4, 4)):
+        heatmaps, pafs = render_maps(truth[None], 256, 256, stride=stride)
+        keypoints, _ = decode_people(heatmaps, pafs, stride=stride, upsample=upsample)
+        assert np.abs(keypoints[0, :, :2] - truth[:, :2]).max() <= 0.75 * stride / upsample
+
+
+def test_valid_size_leaves_out_peaks_in_the_padding():
+    truth = person(100, 30, 190)
+    truth[4, :2] = (70, 252)        # right wrist at the bottom edge
+    heatmaps, pafs = render_maps(truth[None], 256, 256)
+    full, _ = decode_people(heatmaps, pafs)
+    cropped, _ = decode_people(heatmaps, pafs, valid_size=(240, 256))
+    assert full[0, 4, 2] > 0 and cropped[0, 4, 2] == 0
+
+
+# ------------------------------------------- equivalence with the original code
+def group_keypoints_reference(peaks, pafs):
+    """Lightweight OpenPose's group_keypoints (modules/keypoints.py), loop for loop.
+    peaks: (P, 4) rows (x, y, score, type) sorted by type. Returns (entries, peaks)."""
+    by_type = [peaks[peaks[:, 3] == t] for t in range(18)]
+    ids = [np.flatnonzero(peaks[:, 3] == t) for t in range(18)]
+    entries = []
+    grid = np.arange(10, dtype=np.float32).reshape(1, -1, 1)
+    for part_id, (ka, kb) in enumerate(OPENPOSE_GROUPING_ORDER):
+        ch = 2 * GROUPING_LIMB_INDEX[part_id]
+        part_pafs = pafs[ch:ch + 2].transpose(1, 2, 0)
+        kpts_a, kpts_b = by_type[ka], by_type[kb]
+        n, m = len(kpts_a), len(kpts_b)
+        if n == 0 or m == 0:
+            continue
+        a = np.broadcast_to(kpts_a[None, :, :2], (m, n, 2))
+        vec_raw = (kpts_b[:, None, :2] - a).reshape(-1, 1, 2)
+        points = (vec_raw / 9 * grid + a.reshape(-1, 1, 2)).round().astype(np.int32)
+        field = part_pafs[points[..., 1].ravel(), points[..., 0].ravel()].reshape(-1, 10, 2)
+        vec = vec_raw / (np.linalg.norm(vec_raw, axis=-1, keepdims=True) + 1e-6)
+        scores = (field * vec).sum(-1).reshape(-1, 10)
+        valid = scores > 0.05
+        affinity = (scores * valid).sum(1) / (valid.sum(1) + 1e-6)
+        good = np.where((affinity > 0) & (valid.sum(1) / 10 > 0.8))[0]
+        if len(good) == 0:
+            continue
+        b_idx, a_idx = np.divmod(good, n)
+        conns, used_a, used_b = [], set(), set()
+        for t in np.argsort(affinity[good])[::-1]:
+            if a_idx[t] not in used_a and b_idx[t] not in used_b:
+                used_a.add(a_idx[t])
+                used_b.add(b_idx[t])
+                conns.append((ids[ka][a_idx[t]], ids[kb][b_idx[t]], affinity[good][t]))
+        if part_id in (17, 18):
+            for ca, cb, _ in conns:
+                for e in entries:
+                    if e[ka] == ca and e[kb] == -1:
+                        e[kb] = cb
+                    elif e[kb] == cb and e[ka] == -1:
+                        e[ka] = ca
+            continue
+        for ca, cb, score in conns:
+            num = 0
+            for e in entries:
+                if e[ka] == ca:
+                    e[kb] = cb
+                    num += 1
+                    e[-1] += 1
+                    e[-2] += peaks[cb, 2] + score
+            if num == 0:
+                e = np.full(20, -1.0)
+                e[ka], e[kb], e[-1], e[-2] = ca, cb, 2, peaks[ca, 2] + peaks[cb, 2] + score
+                entries.append(e)
+    return [e for e in entries if e[-1] >= 3 and e[-2] / e[-1] >= 0.2]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_grouping_equals_the_original_on_noisy_crowds(seed):
+    rng = np.random.default_rng(seed)
+    truth = np.stack([person(rng.uniform(20, 436), rng.uniform(0, 60), rng.uniform(80, 220),
+                             missing=rng.choice(18, rng.integers(0, 6), replace=False)) for _ in range(8)])
+    heatmaps, pafs = render_maps(truth, 256, 456)
+    heatmaps = heatmaps + rng.normal(0, 0.04, heatmaps.shape).astype(np.float32)
+    pafs = pafs + rng.normal(0, 0.15, pafs.shape).astype(np.float32)
+    peaks = find_peaks(heatmaps, min_distance=1.5)
+    keypoints, scores = group_people(peaks, pafs)
+
+    expected = group_keypoints_reference(peaks, pafs)
+    assert len(expected) > 0
+    expected_keypoints = np.zeros((len(expected), 18, 3), np.float32)
+    for i, e in enumerate(expected):
+        slots = e[:18] >= 0
+        expected_keypoints[i, slots] = peaks[e[:18][slots].astype(int), :3]
+    key = lambda kps: sorted(map(tuple, np.round(kps.reshape(len(kps), -1), 4)))  # noqa: E731
+    assert key(keypoints) == key(expected_keypoints)
+    assert np.all((scores > 0) & (scores <= 1))

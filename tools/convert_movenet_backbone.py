@@ -1,0 +1,62 @@
+"""Convert MoveNet Lightning's MobileNetV2 backbone (tfjs) into a PyTorch state dict.
+
+    python tools/convert_movenet_backbone.py \
+        --model-json cache/npm/package/models/movenet-lightning.json \
+        --out cache/movenet_lightning_backbone.pt
+
+Keys are "<MoveNet layer>.weight" (OIHW; depthwise C1HW) and "<MoveNet layer>.bias"
+(the BN offset, MoveNet's BN being folded into its convs) for the stem and blocks
+0..12; pose_core.models.bottomup.load_movenet_backbone loads them into a "t6" model.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from pose_core.models.bottomup import movenet_layer_names  # noqa: E402
+from tools.tfjs_weights import load_tfjs_model  # noqa: E402
+
+LAYER_PREFIX = "StatefulPartitionedCall/center_net_mobile_net_v2fpn_feature_extractor/model_1/model/"
+
+
+def convert_backbone(tfjs_weights):
+    """{tfjs tensor name: array} -> {"<layer>.weight"/"<layer>.bias": float32 torch tensor}."""
+    import torch
+
+    state = {}
+    for layer, _ in movenet_layer_names():
+        depthwise = layer.endswith("depthwise")
+        kind = "depthwise" if depthwise else "Conv2D"
+        kernel = tfjs_weights[f"{LAYER_PREFIX}{layer}/{kind}_weights"].astype(np.float32)
+        axes = (2, 3, 0, 1) if depthwise else (3, 2, 0, 1)  # HWC1 -> C1HW; HWIO -> OIHW
+        state[f"{layer}.weight"] = torch.from_numpy(np.ascontiguousarray(kernel.transpose(axes)))
+        state[f"{layer}.bias"] = torch.from_numpy(
+            tfjs_weights[f"{LAYER_PREFIX}{layer}/{kind}_bn_offset"].astype(np.float32))
+    return state
+
+
+def main(argv=None):
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-json", type=Path,
+                        default=REPO_ROOT / "cache/npm/package/models/movenet-lightning.json")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "cache/movenet_lightning_backbone.pt")
+    args = parser.parse_args(argv)
+    _, weights = load_tfjs_model(args.model_json)
+    state = convert_backbone(weights)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}: {len(state)} tensors, "
+          f"{sum(t.numel() for t in state.values()) / 1e6:.3f}M values")
+
+
+if __name__ == "__main__":
+    main()
