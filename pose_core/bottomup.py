@@ -10,9 +10,9 @@ from .paf_grouping import PEAK_THRESHOLD, decode_people
 from .result import People
 from .skeleton import NUM_HEATMAPS, NUM_PAFS, openpose_to_coco
 
-# Padding is grey: raw 128 is what Lightweight OpenPose pads with (normalised 0 of
-# (x - 128) / 256) and what the training augmentation fills borders with.
-PAD_VALUE = 128.0
+# Pad with what training fills crop borders with (pose_core.train.augment.PAD_RGB,
+# the ImageNet mean); repeated here because inference must not import torch.
+PAD_RGB = (124.0, 116.0, 104.0)
 
 
 class BottomUpPipeline:
@@ -64,7 +64,8 @@ class BottomUpPipeline:
         # INTER_LINEAR: ~15x faster than INTER_AREA when shrinking a 720p frame.
         resized = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         pad_h, pad_w = -(-new_h // self.stride) * self.stride, -(-new_w // self.stride) * self.stride
-        batch = np.full((1, 3, pad_h, pad_w), PAD_VALUE, dtype=np.float32)
+        batch = np.empty((1, 3, pad_h, pad_w), dtype=np.float32)
+        batch[0] = np.array(PAD_RGB, dtype=np.float32)[:, None, None]
         batch[0, :, :new_h, :new_w] = resized[:, :, ::-1].transpose(2, 0, 1)
         return batch, (new_h, new_w)
 

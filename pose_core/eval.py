@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from .errors import InputError, PoseError
 from .registry import REPO_ROOT

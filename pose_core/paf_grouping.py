@@ -12,9 +12,11 @@ Two deliberate differences from the original, both documented where they happen:
 
 Grids: peaks are found on the maps they are given, either upsampled (the default,
 x4 as in the Lightweight OpenPose demo) or at the network's stride with sub-cell
-refinement. PAFs are sampled on the same grid as the peaks. Grid cell g covers
-input pixels [g, g + 1) * stride / upsample, and an integer input coordinate is a
-pixel centre (the convention of pose_core.train.targets).
+refinement. PAFs are sampled on the same grid as the peaks, by bicubic
+interpolation at just the sample points rather than by upsampling all 38 maps
+(the same values; the full maps cost time and ~4 MB of fresh memory per frame).
+Grid cell g covers input pixels [g, g + 1) * stride / upsample, and an integer
+input coordinate is a pixel centre (the convention of pose_core.train.targets).
 """
 import cv2
 import numpy as np
@@ -36,15 +38,16 @@ FILL_ONLY_LIMBS = frozenset(range(len(OPENPOSE_GROUPING_ORDER) - 2, len(OPENPOSE
 _CROSS = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=np.uint8)  # the 4 neighbours
 _LIMB_A = np.array([a for a, _ in OPENPOSE_GROUPING_ORDER])
 _LIMB_B = np.array([b for _, b in OPENPOSE_GROUPING_ORDER])
-_LIMB_PAF_X = 2 * np.array(GROUPING_LIMB_INDEX)  # PAF channel of x; y is the next one
+_LIMB_PAF = np.array(GROUPING_LIMB_INDEX)  # PAF limb (channels 2k, 2k + 1) of each grouping limb
+_REMAP_WIDTH = 1024  # cv2.remap's output must stay under 32767 pixels on a side
 
 
 def find_peaks(heatmaps, threshold=PEAK_THRESHOLD, min_distance=PEAK_MIN_DISTANCE_CELLS * 4, refine=False):
     """Keypoint candidates of the 18 keypoint channels.
 
     heatmaps: (>= 18, H, W); channel 18 (background), if present, is ignored.
-    A peak is >= threshold and strictly greater than its 4 neighbours (outside the
-    map counts as 0). Of two peaks of one type closer than `min_distance` grid
+    A peak is >= threshold (> 0) and strictly greater than its 4 neighbours (outside
+    the map counts as 0). Of two peaks of one type closer than `min_distance` grid
     pixels, the stronger is kept. With `refine`, each peak gets a sub-cell offset
     from a Gaussian (log-parabola) fit through its neighbours, for maps that were
     not upsampled.
@@ -53,13 +56,14 @@ def find_peaks(heatmaps, threshold=PEAK_THRESHOLD, min_distance=PEAK_MIN_DISTANC
     """
     # OpenCV works on H x W x C; a channel-first view of such data is not copied.
     maps = np.ascontiguousarray(np.asarray(heatmaps, dtype=np.float32)[:NUM_OPENPOSE_KEYPOINTS].transpose(1, 2, 0))
-    h, w, c = maps.shape
-    # THRESH_TOZERO keeps values above its threshold; the original keeps values >= 0.1.
-    below = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
-    kept = cv2.threshold(maps.reshape(h, w * c), below, 0, cv2.THRESH_TOZERO)[1].reshape(h, w, c)
-    neighbours = cv2.dilate(kept, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    # The original zeroes values below the threshold and then compares with the 4
+    # neighbours; for a positive threshold, comparing the raw maps and requiring the
+    # threshold is the same and needs no zeroed copy.
+    neighbours = cv2.dilate(maps, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    peak = maps >= threshold
+    peak &= maps > neighbours
     # flatnonzero + unravel is ~20x faster than a 3-D nonzero.
-    ys, xs, types = np.unravel_index(np.flatnonzero(kept > neighbours), kept.shape)
+    ys, xs, types = np.unravel_index(np.flatnonzero(peak), maps.shape)
     scores = maps[ys, xs, types]
     order = np.lexsort((-scores, types))
     types, ys, xs, scores = types[order], ys[order], xs[order], scores[order]
@@ -107,9 +111,12 @@ def _refine(maps, types, ys, xs):
     return (xs + dx).astype(np.float32), (ys + dy).astype(np.float32)
 
 
-def group_people(peaks, pafs, min_paf_score=MIN_PAF_SCORE):
-    """Assemble people from peaks (as `find_peaks` returns them) with the PAFs
-    (38, H, W) on the peaks' grid.
+def group_people(peaks, pafs, upsample=1, min_paf_score=MIN_PAF_SCORE):
+    """Assemble people from peaks (as `find_peaks` returns them) and PAFs (38, h, w).
+
+    The peaks' grid is `upsample` times finer than the PAFs'; the PAFs are sampled
+    at the peaks' grid points as if they had been upsampled like the heatmaps
+    (bicubic), without computing the upsampled maps.
 
     Returns (keypoints (N, 18, 3) float32 as (x, y, score) in grid pixels, with
     zeros for missing keypoints, and person scores (N,) float32), sorted by
@@ -124,7 +131,7 @@ def group_people(peaks, pafs, min_paf_score=MIN_PAF_SCORE):
     peaks = np.asarray(peaks, dtype=np.float32).reshape(-1, 4)
     peaks = peaks[np.argsort(peaks[:, 3], kind="stable")]
     bounds = np.searchsorted(peaks[:, 3], np.arange(NUM_OPENPOSE_KEYPOINTS + 1))
-    limb_pairs = _all_limb_affinities(peaks, bounds, pafs, min_paf_score)
+    limb_pairs = _all_limb_affinities(peaks, bounds, pafs, upsample, min_paf_score)
 
     # Every entry is created with a type-b peak no other entry was created with,
     # so there are at most as many entries as peaks.
@@ -171,7 +178,7 @@ def group_people(peaks, pafs, min_paf_score=MIN_PAF_SCORE):
     return keypoints, person_scores.astype(np.float32)
 
 
-def _all_limb_affinities(peaks, bounds, pafs, min_paf_score):
+def _all_limb_affinities(peaks, bounds, pafs, upsample, min_paf_score):
     """Score every candidate pair of every limb in one pass.
 
     Returns, per grouping limb, (affinity (n_a, n_b) with -inf for rejected pairs,
@@ -186,17 +193,15 @@ def _all_limb_affinities(peaks, bounds, pafs, min_paf_score):
     ids_a = bounds[_LIMB_A[limb]] + local // n_b[limb]
     ids_b = bounds[_LIMB_B[limb]] + local % n_b[limb]
 
-    # Gather from a flat H x W x C view: one index per sample serves both channels.
     _, h, w = pafs.shape
-    flat_pafs = np.ascontiguousarray(pafs.transpose(1, 2, 0)).reshape(-1)
     steps = np.linspace(0, 1, SAMPLES_PER_LIMB, dtype=np.float32)
     start_x, start_y = peaks[ids_a, 0, None], peaks[ids_a, 1, None]
     vec_x, vec_y = peaks[ids_b, 0, None] - start_x, peaks[ids_b, 1, None] - start_y   # (T, 1)
-    x = np.clip(np.rint(start_x + vec_x * steps).astype(np.intp), 0, w - 1)           # (T, S)
-    y = np.clip(np.rint(start_y + vec_y * steps).astype(np.intp), 0, h - 1)
-    index = (y * w + x) * len(pafs) + _LIMB_PAF_X[limb][:, None]
+    x = np.clip(np.rint(start_x + vec_x * steps), 0, w * upsample - 1)                # (T, S)
+    y = np.clip(np.rint(start_y + vec_y * steps), 0, h * upsample - 1)
+    field_x, field_y = _sample_pafs(pafs, x, y, _LIMB_PAF[limb], upsample)
     norm = np.sqrt(vec_x ** 2 + vec_y ** 2) + 1e-6
-    scores = (flat_pafs[index] * vec_x + flat_pafs[index + 1] * vec_y) / norm           # (T, S)
+    scores = (field_x * vec_x + field_y * vec_y) / norm                               # (T, S)
     valid = scores > min_paf_score
     num_valid = valid.sum(-1)
     affinity = np.where(valid, scores, 0).sum(-1) / np.maximum(num_valid, 1)
@@ -206,6 +211,31 @@ def _all_limb_affinities(peaks, bounds, pafs, min_paf_score):
 
     return [(affinity[offsets[k]:offsets[k + 1]].reshape(n_a[k], n_b[k]), bounds[_LIMB_A[k]], bounds[_LIMB_B[k]])
             if accepted_per_limb[k] else (None, 0, 0) for k in range(len(_LIMB_A))]
+
+
+def _sample_pafs(pafs, x, y, paf_limb, upsample):
+    """PAF x and y components at grid points (x, y) (T, S) of a grid `upsample` times finer
+    than the PAFs, for pair t of PAF limb paf_limb[t]: bicubic like upsample_maps
+    (the same kernel and edge replication; the same weights for upsample 1, 2, 4 and
+    8, whose sample offsets are multiples of remap's 1/32 pixel).
+    """
+    if x.size == 0:
+        return np.zeros(x.shape, np.float32), np.zeros(x.shape, np.float32)
+    _, h, w = pafs.shape
+    # One remap call for all channels: the maps stacked vertically, each with 2
+    # replicated rows above and below (the reach of the cubic kernel).
+    stacked = np.pad(np.asarray(pafs, np.float32), ((0, 0), (2, 2), (0, 0)), mode="edge").reshape(-1, w)
+    map_x = (x + 0.5) / upsample - 0.5
+    map_y = (y + 0.5) / upsample + 1.5 + 2 * paf_limb[:, None] * (h + 4)   # the limb's x channel
+    n = x.size
+    padded = -(-2 * n // _REMAP_WIDTH) * _REMAP_WIDTH
+    maps = np.zeros((2, padded), np.float32)
+    maps[0, :n] = maps[0, n:2 * n] = map_x.ravel()
+    maps[1, :n] = map_y.ravel()
+    maps[1, n:2 * n] = maps[1, :n] + (h + 4)                                 # the y channel
+    maps = maps.reshape(2, -1, _REMAP_WIDTH)
+    values = cv2.remap(stacked, maps[0], maps[1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE).reshape(-1)
+    return values[:n].reshape(x.shape), values[n:2 * n].reshape(x.shape)
 
 
 def _match_greedy(affinity):
@@ -250,14 +280,13 @@ def decode_people(heatmaps, pafs, stride=8, upsample=4, valid_size=None, peak_th
     Returns (keypoints (N, 18, 3) with (x, y, score), zeros where missing; scores (N,)).
     """
     heatmaps = upsample_maps(np.asarray(heatmaps)[:NUM_OPENPOSE_KEYPOINTS], upsample)
-    pafs = upsample_maps(np.asarray(pafs), upsample)
     peaks = find_peaks(heatmaps, peak_threshold, PEAK_MIN_DISTANCE_CELLS * upsample, refine=upsample == 1)
     if valid_size is not None:
         # Dropping peaks rather than cropping the maps keeps the map border from turning
         # the tail of a blob in the padding into a peak (and copies nothing).
         rows, cols = (size * upsample / stride for size in valid_size)
         peaks = peaks[(peaks[:, 0] < cols) & (peaks[:, 1] < rows)]
-    keypoints, scores = group_people(peaks, pafs)
+    keypoints, scores = group_people(peaks, np.asarray(pafs), upsample)
     # Grid cell g covers input pixels [g, g + 1) * cell; integer input coordinates are centres.
     cell = stride / upsample
     present = keypoints[..., 2] > 0

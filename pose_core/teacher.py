@@ -17,7 +17,9 @@ from .skeleton import NUM_KEYPOINTS
 
 MULTIPOSE_STRIDE = 32   # MultiPose accepts any input whose sides are multiples of this
 THUNDER_SIZE = 256      # Thunder's fixed square crop
-MULTIPOSE_SLOTS = 6     # MultiPose answers 6 people, each 17 x (y, x, score) + box + score
+# Thunder crop side / the longer side of MultiPose's box. On the first 100 coco_val_dev
+# images: AP 0.442 at 1.0, 0.443 at 1.05, 0.439 at 1.1, 0.405 at 1.25, 0.373 at 1.5.
+THUNDER_PADDING = 1.05
 
 
 def _run_int32(session, image):
@@ -56,18 +58,15 @@ def decode_multipose(output, input_hw, scale, min_score=0.1):
     return People(keypoints[order], out[order, 55], boxes[order])
 
 
-def square_crop(box, frame_hw, padding=1.25):
-    """(x0, y0, side) of the square around a x1y1x2y2 box's centre, `padding` x its longer side,
-    shifted inside the frame where the frame is large enough (less zero padding for Thunder)."""
+def square_crop(box, padding=THUNDER_PADDING):
+    """(x0, y0, side) of the square centred on a x1y1x2y2 box, `padding` x its longer side.
+
+    The square stays centred even where it leaves the frame (zero padding): Thunder
+    expects a centred person, and shifting the crop inside the frame cost 4 AP points.
+    """
     x1, y1, x2, y2 = (float(v) for v in box)
     side = max(padding * max(x2 - x1, y2 - y1), 16.0)
-    x0, y0 = (x1 + x2 - side) / 2, (y1 + y2 - side) / 2
-    h, w = frame_hw
-    if side <= w:
-        x0 = min(max(x0, 0.0), w - side)
-    if side <= h:
-        y0 = min(max(y0, 0.0), h - side)
-    return x0, y0, side
+    return (x1 + x2 - side) / 2, (y1 + y2 - side) / 2, side
 
 
 class MoveNetMultiPose:
@@ -92,12 +91,12 @@ class MoveNetMultiPose:
 class MoveNetThunder:
     """Single-person Thunder on a square crop: (frame, box) -> (17, 3) keypoints in image pixels."""
 
-    def __init__(self, onnx_path, padding=1.25, threads=None):
+    def __init__(self, onnx_path, padding=THUNDER_PADDING, threads=None):
         self.session = OnnxRunner(onnx_path, threads).session
         self.padding = padding
 
     def __call__(self, frame_bgr, box):
-        x0, y0, side = square_crop(box, frame_bgr.shape[:2], self.padding)
+        x0, y0, side = square_crop(box, self.padding)
         s = THUNDER_SIZE / side
         warp = np.array([[s, 0, -x0 * s], [0, s, -y0 * s]], np.float32)
         crop = cv2.warpAffine(frame_bgr, warp, (THUNDER_SIZE, THUNDER_SIZE), flags=cv2.INTER_LINEAR,
@@ -107,7 +106,10 @@ class MoveNetThunder:
 
 
 class MoveNetTeacher:
-    """MultiPose finds the people, Thunder re-estimates each on a padded square crop."""
+    """MultiPose finds the people, Thunder re-estimates each on a padded square crop.
+
+    A person's score is MultiPose's person score x Thunder's mean keypoint score.
+    """
 
     def __init__(self, multipose, thunder):
         self.multipose = multipose
@@ -117,7 +119,8 @@ class MoveNetTeacher:
         people = self.multipose(frame, size)
         start = time.perf_counter()
         keypoints = np.array([self.thunder(frame, box) for box in people.boxes], np.float32)
-        refined = People(keypoints.reshape(-1, NUM_KEYPOINTS, 3), people.scores, people.boxes)
+        keypoints = keypoints.reshape(-1, NUM_KEYPOINTS, 3)
+        refined = People(keypoints, people.scores * keypoints[:, :, 2].mean(1), people.boxes)
         refined.timings = {**people.timings, "thunder": time.perf_counter() - start}
         return refined
 

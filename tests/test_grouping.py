@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pose_core.paf_grouping import _match_greedy, decode_people, find_peaks, group_people
+from pose_core.paf_grouping import _match_greedy, decode_people, find_peaks, group_people, upsample_maps
 from pose_core.skeleton import GROUPING_LIMB_INDEX, OPENPOSE_GROUPING_ORDER
 from pose_core.train.targets import render_bottomup_targets
 
@@ -138,6 +138,18 @@ def test_crossing_forearms_are_grouped_to_their_owners():
     assert_close_to_truth(match_to_truth(keypoints, truth), truth, 1.5)
 
 
+def test_pafs_are_sampled_as_if_upsampled():
+    rng = np.random.default_rng(1)
+    truth = np.stack([person(rng.uniform(40, 400), rng.uniform(0, 50), rng.uniform(100, 200)) for _ in range(6)])
+    heatmaps, pafs = render_maps(truth, 256, 456)
+    pafs = pafs + rng.normal(0, 0.2, pafs.shape).astype(np.float32)
+    peaks = find_peaks(upsample_maps(heatmaps, 4))
+    keypoints, scores = group_people(peaks, pafs, upsample=4)
+    expected_keypoints, expected_scores = group_people(peaks, upsample_maps(pafs, 4))
+    assert len(keypoints) >= 5
+    assert np.array_equal(keypoints, expected_keypoints) and np.allclose(scores, expected_scores)
+
+
 def test_zero_people():
     heatmaps, pafs = render_maps(np.zeros((0, 18, 3)), 256, 456)
     assert find_peaks(heatmaps).shape == (0, 4)
@@ -168,8 +180,8 @@ def test_valid_size_leaves_out_peaks_in_the_padding():
     truth[4, :2] = (70, 252)        # right wrist at the bottom edge
     heatmaps, pafs = render_maps(truth[None], 256, 256)
     full, _ = decode_people(heatmaps, pafs)
-    cropped, _ = decode_people(heatmaps, pafs, valid_size=(240, 256))
-    assert full[0, 4, 2] > 0 and cropped[0, 4, 2] == 0
+    inside, _ = decode_people(heatmaps, pafs, valid_size=(240, 256))
+    assert full[0, 4, 2] > 0 and inside[0, 4, 2] == 0
 
 
 # ------------------------------------------- equivalence with the original code

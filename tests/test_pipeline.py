@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pose_core.bottomup import PAD_VALUE, BottomUpPipeline
+from pose_core.bottomup import PAD_RGB, BottomUpPipeline
 from pose_core.errors import InputError, WeightsError
 from pose_core.frames import as_bgr
 from pose_core.skeleton import openpose_to_coco
@@ -99,18 +99,24 @@ def test_grayscale_and_bgra_frames_give_the_same_people():
 
 
 def test_network_input_contract():
-    network = FakeNetwork(np.zeros((0, 18, 3)), (100, 150))
+    network = FakeNetwork(np.zeros((0, 18, 3)), (100, 151))
     pipeline = BottomUpPipeline(network)
-    frame = np.zeros((100, 150, 3), np.uint8)
+    frame = np.zeros((100, 151, 3), np.uint8)
     frame[..., 0] = 255                                   # pure blue in BGR
     pipeline(frame)
     pipeline.height = 128                                 # changed between calls, as the GUI does
     pipeline(frame)
     for batch, height in zip(network.batches, (256, 128)):
-        width = round(150 * height / 100)
+        width = round(151 * height / 100)
         assert batch.dtype == np.float32 and batch.shape == (1, 3, height, -(-width // 8) * 8)
         assert np.all(batch[0, 2, :, :width] == 255) and np.all(batch[0, :2, :, :width] == 0)  # RGB, 0..255
-        assert np.all(batch[0, :, :, width:] == PAD_VALUE)
+        assert batch.shape[3] > width and np.all(batch[0, :, :, width:] == np.array(PAD_RGB)[:, None, None])
+
+
+def test_padding_is_the_training_padding():
+    from pose_core.train.augment import PAD_RGB as training_pad
+
+    assert tuple(PAD_RGB) == tuple(map(float, training_pad))
 
 
 def test_network_outputs_of_the_wrong_shape_are_a_weights_error():

@@ -22,6 +22,7 @@ resumes from it.
 import argparse
 import copy
 import csv
+import json
 import math
 import os
 import platform
@@ -69,7 +70,12 @@ def parse_args(argv=None):
     p.add_argument("--ckpt", help="checkpoint: resumed when it exists")
     p.add_argument("--ckpt-minutes", type=float, default=10.0)
     p.add_argument("--save-weights", nargs="?", const="", default=None, metavar="PATH",
-                   help="also write fp16 weights (default path: weights/<model file>) with each checkpoint")
+                   help="also write fp16 weights (default path: weights/<model file>) and their "
+                        "progress file (<weights>.progress.json) with each checkpoint")
+    p.add_argument("--resume-weights", nargs="?", const="", default=None, metavar="PATH",
+                   help="when --ckpt does not exist, start from these fp16 weights (default: "
+                        "weights/<model file>) and their progress file: the committed way to carry "
+                        "training across machines without the optimiser state")
     p.add_argument("--log", default=str(REPO_ROOT / "docs" / "training_log.csv"))
     p.add_argument("--log-every", type=int, default=10, help="steps between log rows")
     p.add_argument("--eval-every-minutes", type=float, default=0.0, help="0: never")
@@ -180,9 +186,18 @@ def evaluate_ap(model, data_root, limit, height, threads):
         print(f"evaluation skipped: {exc}", flush=True)
         return None
     folder = Path(data_root) / "coco_val_dev"
-    pipeline = BottomUpPipeline(TorchRunner(copy.deepcopy(model).float().cpu(), threads), height=height)
-    return evaluate(pipeline, folder / "person_keypoints.json", folder / "images", limit=limit,
-                    progress=False)["AP"]
+    try:
+        pipeline = BottomUpPipeline(TorchRunner(copy.deepcopy(model).float().cpu(), threads), height=height)
+        return evaluate(pipeline, folder / "person_keypoints.json", folder / "images", limit=limit,
+                        progress=False)["AP"]
+    except Exception as exc:  # a sibling module still in development must not end a long run
+        print(f"evaluation failed: {type(exc).__name__}: {exc}", flush=True)
+        return None
+
+
+def progress_path(weights_path):
+    """Training progress (step, images seen, time) saved beside committed weights."""
+    return Path(weights_path).with_suffix(".progress.json")
 
 
 def save_atomic(obj, path):
@@ -211,12 +226,19 @@ def hardware_name(device, threads):
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM so the loop saves a checkpoint and exits at the next step."""
+    """Within `with`, SIGINT/SIGTERM set `stop` so the loop saves a checkpoint and exits at
+    the next step; the previous handlers come back afterwards."""
 
-    def __init__(self):
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
         self.stop = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
+        self.previous = [signal.signal(sig, self._handle) for sig in self.SIGNALS]
+        return self
+
+    def __exit__(self, *_):
+        for sig, handler in zip(self.SIGNALS, self.previous):
+            signal.signal(sig, handler)
 
     def _handle(self, signum, _frame):
         print(f"signal {signum}: saving and stopping", flush=True)
@@ -226,12 +248,13 @@ class StopFlag:
 def main(argv=None):
     args = parse_args(argv)
     try:
-        run(args)
+        with StopFlag() as stop:
+            run(args, stop)
     except PoseError as exc:
         raise SystemExit(f"error: {exc}")
 
 
-def run(args):
+def run(args, stop):
     torch.set_flush_denormal(True)  # denormals slow CPU convolutions down about 10x
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -253,13 +276,26 @@ def run(args):
     backbone_lr = args.lr * (args.backbone_lr_mult if pretrained else 1.0)
     optimizer = torch.optim.AdamW(param_groups(model, args.lr, backbone_lr, args.weight_decay))
     generator = torch.Generator().manual_seed(args.seed)
-    step, images_seen, train_seconds = 0, 0, 0.0
+    step, images_seen, train_seconds, warmup_offset = 0, 0, 0.0, 0
     if ckpt:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         generator.set_state(ckpt["generator"])
         step, images_seen, train_seconds = ckpt["step"], ckpt["images_seen"], ckpt["train_seconds"]
         print(f"resumed {args.ckpt}: step {step}, {images_seen} images", flush=True)
+    elif args.resume_weights is not None:
+        weights_path = Path(args.resume_weights or WEIGHTS_DIR / spec.torch_file)
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        progress_file = progress_path(weights_path)
+        if progress_file.exists():
+            saved = json.loads(progress_file.read_text())
+            step, images_seen, train_seconds = saved["step"], saved["images_seen"], saved["train_seconds"]
+            pretrained = pretrained or saved.get("pretrained_backbone", False)
+        # A fresh optimiser: its moments come back within the warm-up, counted from here.
+        warmup_offset = step
+        generator.manual_seed(args.seed + images_seen)  # new augmentations, not a replay
+        print(f"resumed weights {weights_path}: step {step}, {images_seen} images", flush=True)
 
     def save():
         if args.ckpt:
@@ -269,7 +305,13 @@ def run(args):
                          "pretrained_backbone": pretrained}, args.ckpt)
         if args.save_weights is not None:
             from ..models.io import save_torch_weights
-            save_torch_weights(model, args.save_weights or WEIGHTS_DIR / spec.torch_file)
+            weights_path = Path(args.save_weights or WEIGHTS_DIR / spec.torch_file)
+            save_torch_weights(model, weights_path)
+            progress_path(weights_path).write_text(json.dumps(
+                {"model": args.model, "step": step, "images_seen": images_seen,
+                 "train_seconds": round(train_seconds, 1), "pretrained_backbone": pretrained,
+                 "sources": args.source or list(DEFAULT_SOURCES), "crop": args.crop,
+                 "batch": args.batch, "lr": args.lr, "hardware": hardware}, indent=1) + "\n")
 
     loader = iter(make_loader(dataset, args.batch, args.workers, args.seed, images_seen,
                               pin_memory=device.type == "cuda"))
@@ -278,12 +320,16 @@ def run(args):
         autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     # fp16 autocast would need a GradScaler; bf16 (every recent GPU) does not.
     hardware = hardware_name(device, args.threads)
-    stop = StopFlag()
     model.train()
     if pretrained:
         freeze_batchnorm(model.backbone)
     last_ckpt = last_eval = time.monotonic()
     window_loss, window_steps, window_images, window_start = 0.0, 0, 0, time.monotonic()
+
+    def log_row(loss="", images_per_s="", AP=""):
+        append_log(args.log, {"time": datetime.now().isoformat(timespec="seconds"), "variant": args.model,
+                              "step": step, "images_seen": images_seen, "loss": loss,
+                              "images_per_s": images_per_s, "AP": AP, "hardware": hardware})
 
     def progress():
         if args.max_steps:
@@ -297,7 +343,7 @@ def run(args):
     while not done():
         started = time.monotonic()
         for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * lr_factor(step, progress(), args.warmup_steps)
+            group["lr"] = group["base_lr"] * lr_factor(step - warmup_offset, progress(), args.warmup_steps)
         images, heatmaps, pafs, mask = training_batch(next(loader), args.crop, generator, device)
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
@@ -312,10 +358,7 @@ def run(args):
         now = time.monotonic()
         if step % args.log_every == 0 or done():
             rate = window_images / (now - window_start)
-            append_log(args.log, {"time": datetime.now().isoformat(timespec="seconds"), "variant": args.model,
-                                  "step": step, "images_seen": images_seen,
-                                  "loss": f"{window_loss / window_steps:.3f}", "images_per_s": f"{rate:.2f}",
-                                  "AP": "", "hardware": hardware})
+            log_row(loss=f"{window_loss / window_steps:.3f}", images_per_s=f"{rate:.2f}")
             print(f"step {step} images {images_seen} loss {window_loss / window_steps:.3f} "
                   f"{rate:.2f} img/s lr {optimizer.param_groups[0]['lr']:.2e}", flush=True)
             window_loss, window_steps, window_images, window_start = 0.0, 0, 0, time.monotonic()
@@ -325,9 +368,7 @@ def run(args):
         if args.eval_every_minutes and now - last_eval >= 60 * args.eval_every_minutes and not done():
             ap = evaluate_ap(model, args.data_root, args.eval_limit, args.eval_height, args.threads)
             if ap is not None:
-                append_log(args.log, {"time": datetime.now().isoformat(timespec="seconds"), "variant": args.model,
-                                      "step": step, "images_seen": images_seen, "loss": "", "images_per_s": "",
-                                      "AP": f"{ap:.4f}", "hardware": hardware})
+                log_row(AP=f"{ap:.4f}")
                 print(f"step {step}: AP {ap:.4f} on {args.eval_limit} coco_val_dev images", flush=True)
             last_eval = time.monotonic()
             window_start += last_eval - now  # evaluation time is not training throughput
