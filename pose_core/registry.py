@@ -36,11 +36,16 @@ class ModelSpec:
         return WEIGHTS_DIR / self.torch_file if self.torch_file else None
 
 
-def _build_ldlc(variant):
+def _build_ldlc(variant, **options):
     def build():
         from .models.bottomup import build_ldlc_openpose
-        return build_ldlc_openpose(variant)
+        return build_ldlc_openpose(variant, **options)
     return build
+
+
+def _build_mobilenetv3_pose():
+    from .models.mobilenetv3_pose import build_mobilenetv3_pose
+    return build_mobilenetv3_pose()
 
 
 MODELS = {spec.name: spec for spec in (
@@ -52,11 +57,25 @@ MODELS = {spec.name: spec for spec in (
         onnx_file="ldlc-openpose-t6.onnx", torch_file="ldlc-openpose-t6.pt",
         build=_build_ldlc("t6")),
     ModelSpec(
+        name="ldlc-openpose-t6-fast",
+        kind="bottom-up",
+        description="ldlc-openpose-t6's weights without the refinement stage: about half the "
+                    "network time, lower accuracy",
+        onnx_file="ldlc-openpose-t6-fast.onnx", torch_file="ldlc-openpose-t6.pt",
+        build=_build_ldlc("t6", eval_stages=1)),
+    ModelSpec(
         name="ldlc-openpose",
         kind="bottom-up",
         description="Seed network as in the paper (CondConv MobileNetV2, expansion 2), from scratch",
         onnx_file="ldlc-openpose.onnx", torch_file="ldlc-openpose.pt",
         build=_build_ldlc("t2")),
+    ModelSpec(
+        name="mnv3-hwloss",
+        kind="top-down",
+        description="MobileNetV3 + light deconvolution head with attention, heatmap-weighting loss "
+                    "(Li & Xiang), 256x192 crops of ldlc-openpose-t6's people",
+        onnx_file="mnv3-hwloss.onnx", torch_file="mnv3-hwloss.pt",
+        build=_build_mobilenetv3_pose, input_height=256, layout="coco17"),
     # onnx_file is absolute for the teachers: WEIGHTS_DIR / an absolute path is that path.
     ModelSpec(
         name="movenet-multipose",
@@ -125,4 +144,13 @@ def load_pipeline(name, backend="onnx", height=None, weights=None, threads=None,
     if spec.kind == "bottom-up":
         from .bottomup import BottomUpPipeline
         return BottomUpPipeline(runner, height=height or spec.input_height, **options)
+    if spec.kind == "top-down":
+        # `height` is the crop height; `detector` (frame -> boxes, scores) defaults to the
+        # default bottom-up model's people.
+        from .topdown import BottomUpBoxes, TopDownPipeline
+        detector = options.pop("detector", None)
+        if detector is None:
+            detector = BottomUpBoxes(load_pipeline(DEFAULT_MODEL, backend, threads=threads))
+        crop_height = height or spec.input_height
+        return TopDownPipeline(detector, runner, (crop_height, crop_height * 3 // 4), **options)
     raise ModelUnavailable(f"model '{name}': no pipeline for kind {spec.kind}")

@@ -40,6 +40,22 @@ def test_train_mode_returns_every_stage():
     assert len(last) == 2 and last[0].shape == (2, 19, 8, 8)
 
 
+def test_eval_stages_returns_an_earlier_stage_from_the_same_weights():
+    torch.manual_seed(0)
+    full = build_ldlc_openpose("t2").eval()
+    fast = build_ldlc_openpose("t2", eval_stages=1)
+    fast.load_state_dict(full.state_dict())
+    x = image(1, 64, 64)
+    with torch.no_grad():
+        features = full.cpm(full.backbone(x / 127.5 - 1.0))
+        expected = full.initial_stage(features)
+        got = fast.eval()(x)
+        last = full(x)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(got[0], last[0])
+
+
 def test_variants_differ_in_expansion():
     t2, t6 = build_ldlc_openpose("t2"), build_ldlc_openpose("t6")
     assert t2.backbone.blocks[0].expand is not None  # the paper: 2x in every block

@@ -204,6 +204,7 @@ def test_pseudo_label_coco_file(tmp_path):
     labelled_kp = _standing_person(100, 20, 150)
     other_kp = _standing_person(250, 40, 120)
     other_kp[0, 2] = 0.1                          # one unconfident teacher joint
+    other_kp[16, 0] = 490                         # one confident joint beyond the image (480 wide)
     detections = People.from_keypoints(np.stack([labelled_kp, other_kp]), [0.8, 0.7])
     thunder = labelled_kp.copy()
     thunder[:, :2] += 3                           # Thunder is a bit off on the labelled person
@@ -232,7 +233,8 @@ def test_pseudo_label_coco_file(tmp_path):
         assert ann["num_keypoints"] == int((v > 0).sum())
     other, labelled, box_only = sorted(anns, key=lambda a: a["id"])
     kp = np.array(other["keypoints"]).reshape(17, 3)
-    assert kp[0].tolist() == [0, 0, 0] and (kp[1:, 2] == 2).all()     # v=2 only where confident
+    assert kp[0].tolist() == [0, 0, 0] and kp[16].tolist() == [0, 0, 0]
+    assert (kp[1:16, 2] == 2).all()                 # v=2 only where confident and in the image
     kp = np.array(labelled["keypoints"]).reshape(17, 3)
     np.testing.assert_allclose(kp[5:, :2], labelled_kp[5:, :2], atol=0.01)   # real labels win
     assert kp[7, 2] == 1 and kp[6, 2] == 2

@@ -204,11 +204,14 @@ def label_image(teacher, frame, real, size):
 
 # ----------------------------------------------------------------- COCO writer
 def person_annotation(ann_id, image_id, person, image_hw, min_conf):
-    """One COCO annotation: v = the real label's v, else 2 where the teacher is confident."""
+    """One COCO annotation: v = the real label's v, else 2 where the teacher is confident and
+    the keypoint lies in the image (on close-ups the teacher guesses hips and knees beyond it)."""
     h, w = image_hw
     x1, y1, x2, y2 = np.clip(np.asarray(person["box"], np.float64), 0, [w, h, w, h])
     kp = np.asarray(person["keypoints"], np.float64)
-    v = np.where(person["real_v"] > 0, person["real_v"], np.where(kp[:, 2] >= min_conf, 2, 0)).astype(int)
+    inside = (kp[:, 0] >= 0) & (kp[:, 0] < w) & (kp[:, 1] >= 0) & (kp[:, 1] < h)
+    v = np.where(person["real_v"] > 0, person["real_v"], np.where((kp[:, 2] >= min_conf) & inside, 2, 0))
+    v = v.astype(int)
     keypoints = np.stack([np.where(v > 0, kp[:, 0], 0), np.where(v > 0, kp[:, 1], 0), v], axis=1)
     return {
         "id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": int(person["iscrowd"]),
