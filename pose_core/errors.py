@@ -15,3 +15,18 @@ class WeightsError(PoseError):
 
 class ModelUnavailable(PoseError):
     """A model that is unknown or has no trained weights."""
+
+
+class PublishedOnSuccess:
+    """Context manager mixin for outputs written under a temporary name: `close()` publishes
+    on a clean exit, `abort()` drops the file on any exception, KeyboardInterrupt included."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False

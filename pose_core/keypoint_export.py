@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, PublishedOnSuccess
 from .result import People
 from .skeleton import COCO_KEYPOINTS, COCO_SKELETON, NUM_KEYPOINTS
 
@@ -48,7 +48,7 @@ def open_keypoint_writer(path, source_info: dict):
     return writer_class(path, source_info)
 
 
-class _KeypointWriter:
+class _KeypointWriter(PublishedOnSuccess):
     """Temporary-file lifecycle shared by the formats; subclasses write the content."""
 
     def __init__(self, path: Path, source_info: dict):
@@ -85,17 +85,6 @@ class _KeypointWriter:
         self._file.close()
         self._file = None
         self._tmp_path.unlink(missing_ok=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        # Also reached on KeyboardInterrupt: a partial export is never published.
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-        return False
 
     def _write_header(self, source_info):
         pass

@@ -16,7 +16,7 @@ from pathlib import Path
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 import cv2  # noqa: E402
 
-from .errors import InputError, PoseError  # noqa: E402
+from .errors import InputError, PoseError, PublishedOnSuccess  # noqa: E402
 from .frames import as_bgr  # noqa: E402
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -151,7 +151,7 @@ def _temporary_name(path):
     return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.part{path.suffix}")
 
 
-class SafeVideoWriter:
+class SafeVideoWriter(PublishedOnSuccess):
     """An annotated-video writer (mp4v for .mp4/.m4v/.mov, MJPG for .avi) published on close().
 
     Odd frame sizes are accepted; the encoders drop the last odd row/column.
@@ -192,17 +192,6 @@ class SafeVideoWriter:
             self._writer.release()
             self._writer = None
         self._tmp_path.unlink(missing_ok=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        # Also reached on KeyboardInterrupt: a partial video is never published.
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-        return False
 
 
 def safe_write_image(path, image):
