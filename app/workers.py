@@ -62,7 +62,7 @@ class DrawOptions:
     limbs: bool = True
     boxes: bool = False
     track: bool = True   # give people ids across frames
-    smooth: bool = False
+    smooth: bool = True   # One Euro filter: on by default for video and camera
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pose_core.skeleton import COCO_FLIP_INDEX, COCO_KEYPOINTS, COCO_SKELETON, N
 from pose_core.teacher import MoveNetMultiPose, MoveNetTeacher, MoveNetThunder  # noqa: E402
 from pose_core.tracking import box_iou, pose_similarity  # noqa: E402
 
-SOURCES = ("har15", "lspet", "jhmdb_frames", "human_seg", "coco_mini_train")
+SOURCES = ("coco_mini_train", "human_seg", "jhmdb_frames", "lspet", "har15")   # smallest first
 # LSP joint index -> COCO index; the neck and the head top have no COCO keypoint.
 LSP_TO_COCO = {0: 16, 1: 14, 2: 12, 3: 11, 4: 13, 5: 15, 6: 10, 7: 8, 8: 6, 9: 5, 10: 7, 11: 9}
 # COCO's area is the segment area; the median segment / box ratio on COCO persons is 0.51.
@@ -276,9 +276,11 @@ def main(argv=None):
     parser.add_argument("--min-conf", type=float, default=0.3, help="teacher confidence for v=2")
     parser.add_argument("--min-person", type=float, default=0.2, help="MultiPose person score to keep")
     parser.add_argument("--limit", type=int, default=None, help="first N images per source")
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (the CPU is shared)")
     args = parser.parse_args(argv)
-    teacher = MoveNetTeacher(MoveNetMultiPose(TEACHER_DIR / "movenet_multipose.onnx", min_score=args.min_person),
-                             MoveNetThunder(TEACHER_DIR / "movenet_thunder.onnx"))
+    multipose = MoveNetMultiPose(TEACHER_DIR / "movenet_multipose.onnx", min_score=args.min_person,
+                                 threads=args.threads)
+    teacher = MoveNetTeacher(multipose, MoveNetThunder(TEACHER_DIR / "movenet_thunder.onnx", threads=args.threads))
     for source in args.sources:
         print(json.dumps(label_source(teacher, args.data, source, Path(args.out), args.min_conf, args.limit)),
               flush=True)
