@@ -138,13 +138,16 @@ class MainWindow(QMainWindow):
         self.realtime.setToolTip("on: a file plays at its own rate, frames the model misses are dropped;\n"
                                  "off: every frame is processed, as fast as the model goes")
         self.realtime.toggled.connect(self._on_realtime)
+        self.loop = QCheckBox("Loop")
+        self.loop.setToolTip("a file starts over from its first frame at its end")
+        self.loop.toggled.connect(self._on_loop)
         for widget in (self.camera_index, camera, open_file):
             bar.addWidget(widget)
         bar.addSeparator()
         bar.addWidget(QLabel("Model "))
         bar.addWidget(self.model_box)
         bar.addSeparator()
-        for widget in (self.pause_button, self.step_button, self.realtime):
+        for widget in (self.pause_button, self.step_button, self.realtime, self.loop):
             bar.addWidget(widget)
 
     def _build_view_bar(self):
@@ -188,6 +191,7 @@ class MainWindow(QMainWindow):
         for key, box in self.draw_toggles.items():
             box.setChecked(s.value(f"draw/{key}", getattr(self.worker.options, key), type=bool))
         self.realtime.setChecked(s.value("realtime", True, type=bool))
+        self.loop.setChecked(s.value("loop", False, type=bool))
         ready = [c.name for c in self.models if c.status == "ready"]
         model = s.value("model", "", type=str)
         if model not in ready:
@@ -210,6 +214,7 @@ class MainWindow(QMainWindow):
         s = self.settings
         s.setValue("threshold", self.threshold.value() / 100)
         s.setValue("realtime", self.realtime.isChecked())
+        s.setValue("loop", self.loop.isChecked())
         for key, box in self.draw_toggles.items():
             s.setValue(f"draw/{key}", box.isChecked())
         if self.worker.model:
@@ -234,7 +239,7 @@ class MainWindow(QMainWindow):
         self.view.set_image(None)
         self.stats.setText("no source")
         self.capture = CaptureThread(source, self.slot, self.source_id, self.realtime.isChecked(),
-                                     self.pause_button.isChecked())
+                                     self.pause_button.isChecked(), self.loop.isChecked())
         self.capture.opened.connect(self._on_opened)
         self.capture.failed.connect(self.show_error)
         self.capture.ended.connect(self._on_ended)
@@ -274,6 +279,10 @@ class MainWindow(QMainWindow):
     def _on_realtime(self, on):
         if self.capture is not None:
             self.capture.set_realtime(on)
+
+    def _on_loop(self, on):
+        if self.capture is not None:
+            self.capture.loop = on
 
     def _choose_file(self):
         patterns = " ".join(f"*{ext}" for ext in (*VIDEO_EXTENSIONS, *sorted(IMAGE_SUFFIXES)))

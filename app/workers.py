@@ -53,6 +53,7 @@ class Frame:
     image: np.ndarray    # BGR
     captured_at: float   # time.perf_counter() when read: the start of end-to-end latency
     source_id: int
+    lap: int = 0         # how many times a looping file has started over
 
 
 @dataclass(frozen=True)
@@ -132,21 +133,24 @@ class _StillImage:
 class CaptureThread(QObject):
     """Reads one source into the slot. A live source is read continuously and stale frames
     are dropped; a file plays at its own rate (dropping what inference misses) or, with
-    realtime off, as fast as inference takes every frame."""
+    realtime off, as fast as inference takes every frame. With `loop` on, a file that
+    reaches its end is opened again and plays on from its first frame."""
 
     opened = pyqtSignal(object)  # SourceInfo
     failed = pyqtSignal(str)
     ended = pyqtSignal()
 
-    def __init__(self, source, slot, source_id, realtime=True, paused=False):
+    def __init__(self, source, slot, source_id, realtime=True, paused=False, loop=False):
         super().__init__()
         self.source = source
         self.slot = slot
         self.source_id = source_id
         self.realtime = realtime
+        self.loop = loop         # read at each end of the file: may change while playing
         self._paused = paused
         self._steps = 0
-        self._clock = None       # (perf_counter, frame index) that paced playback starts from
+        self._clock = None       # (perf_counter, frames played) that paced playback starts from
+        self._reader = None      # the open source, read and closed by the capture thread
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
@@ -180,42 +184,51 @@ class CaptureThread(QObject):
 
     def _run(self):
         try:
-            reader, info = open_reader(self.source)
+            self._reader, info = open_reader(self.source)
         except PoseError as e:
             self.failed.emit(str(e))
             return
         self.opened.emit(info)
         try:
-            self._play(reader, info)
+            self._play(info)
         except PoseError as e:
             self.failed.emit(str(e))
         finally:
+            self._reader.close()
+
+    def _play(self, info):
+        started = time.perf_counter()
+        lap, played = 0, 0   # played: frames of earlier laps, so real-time pacing runs on across a wrap
+        while True:
+            for index, image in enumerate(self._reader):
+                turn = self._wait_turn(info, played + index)
+                if turn is _STOP:
+                    return
+                if turn is _DROP:
+                    continue
+                now = time.perf_counter()
+                time_s = now - started if info.live else (index / info.fps if info.fps else 0.0)
+                self.slot.put(Frame(index, time_s, image, now, self.source_id, lap))
+                if not info.live and not self.realtime:
+                    while not self.slot.wait_taken(POLL_S):
+                        if self._stop.is_set():
+                            return
+            if self._stop.is_set():
+                return
+            if info.live:
+                self.failed.emit(f"{info.label} stopped delivering frames (unplugged or taken by another program?)")
+                return
+            if not self.loop or info.still:
+                self.ended.emit()
+                return
+            # A VideoReader plays once: open the file again rather than the whole source.
+            played += index + 1
+            lap += 1
+            reader, self._reader = self._reader, open_reader(self.source)[0]
             reader.close()
 
-    def _play(self, reader, info):
-        started = time.perf_counter()
-        for index, image in enumerate(reader):
-            turn = self._wait_turn(info, index)
-            if turn is _STOP:
-                return
-            if turn is _DROP:
-                continue
-            now = time.perf_counter()
-            time_s = now - started if info.live else (index / info.fps if info.fps else 0.0)
-            self.slot.put(Frame(index, time_s, image, now, self.source_id))
-            if not info.live and not self.realtime:
-                while not self.slot.wait_taken(POLL_S):
-                    if self._stop.is_set():
-                        return
-        if self._stop.is_set():
-            return
-        if info.live:
-            self.failed.emit(f"{info.label} stopped delivering frames (unplugged or taken by another program?)")
-        else:
-            self.ended.emit()
-
     def _wait_turn(self, info, index):
-        """Block until frame `index` may be published: _PUBLISH, _DROP or _STOP.
+        """Block until the `index`-th frame played may be published: _PUBLISH, _DROP or _STOP.
 
         While paused a live source keeps being read and its frames dropped, so that
         resuming shows a current frame; a file waits.
@@ -279,6 +292,7 @@ class InferenceWorker(QObject):
         self._refresh = False        # redraw (or re-run, after a model swap) the last frame
         self._last_error = None
         self._tracker = self._smoother = None
+        self._lap = 0                # the lap of a looping file that tracking and smoothing follow
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
@@ -311,6 +325,7 @@ class InferenceWorker(QObject):
             self._records = {}
             self._last = None
             self._tracker = self._smoother = None
+            self._lap = 0
 
     def records(self):
         """[(frame index, time_s, People)] of every frame shown so far, in frame order."""
@@ -380,7 +395,7 @@ class InferenceWorker(QObject):
         else:
             people = self._pipeline(frame.image)
             if previous is None:
-                people = self._follow(people, frame.time_s, options)
+                people = self._follow(people, frame, options)
         image = draw_people(frame.image.copy(), people, min_score=options.min_score, keypoints=options.keypoints,
                             limbs=options.limbs, boxes=options.boxes, ids=True)
         result = FrameResult(frame, people, image, to_qimage(image), model, previous is None)
@@ -395,18 +410,22 @@ class InferenceWorker(QObject):
         self._last_error = None
         self.result_ready.emit(result)
 
-    def _follow(self, people, time_s, options):
+    def _follow(self, people, frame, options):
         """Track ids and smooth keypoints across the frames of one source, as the options ask."""
+        if frame.lap != self._lap:
+            # A looping file jumped back to its start (and its clock to 0): ids and filters start over.
+            self._lap = frame.lap
+            self._tracker = self._smoother = None
         if not options.track:
             return people
         if self._tracker is None:
             self._tracker = PoseTracker()
-        people = self._tracker.update(people, time_s)
+        people = self._tracker.update(people, frame.time_s)
         if not options.smooth:
             return people
         if self._smoother is None:
             self._smoother = PoseSmoother()
-        return self._smoother.update(people, time_s)
+        return self._smoother.update(people, frame.time_s)
 
     def _report(self, message):
         # One message per distinct error, not one per frame.
@@ -418,17 +437,21 @@ class InferenceWorker(QObject):
 class Recording:
     """Writes annotated frames on the source's clock, so the recording plays at the source's
     speed: the place of frames inference skipped is filled by repeating the next one shown.
-    A gap over a second (a paused camera) is not filled."""
+    A gap over a second (a paused camera) is not filled; a looping file's jump back to its
+    start continues the recording from the frame written last."""
 
     def __init__(self, writer, fps):
         self.writer = writer
         self.fps = fps
         self.start_s = None
+        self.last_s = None
         self.written = 0
 
     def write(self, image, time_s):
-        if self.start_s is None or (time_s - self.start_s) * self.fps - self.written > self.fps:
+        if (self.start_s is None or time_s < self.last_s
+                or (time_s - self.start_s) * self.fps - self.written > self.fps):
             self.start_s = time_s - self.written / self.fps
+        self.last_s = time_s
         due = int(round((time_s - self.start_s) * self.fps)) + 1
         for _ in range(max(due - self.written, 0)):
             self.writer.write(image)

@@ -24,8 +24,10 @@ from .video import (VIDEO_CODECS, VIDEO_EXTENSIONS, SafeVideoWriter, open_camera
 
 DEFAULT_OUT_DIR = Path("out")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-# Summary order; the pipeline reports preprocess, network and grouping itself.
-STAGES = ("decode", "preprocess", "network", "grouping", "tracking", "smoothing", "draw", "encode", "export")
+# Summary order. Pipelines report detect (top-down), preprocess, network and grouping
+# (PAF grouping, or heatmap decoding in top-down pipelines) themselves.
+STAGES = ("decode", "detect", "preprocess", "network", "grouping", "tracking", "smoothing", "draw", "encode",
+          "export")
 
 
 class _ArgumentParser(argparse.ArgumentParser):

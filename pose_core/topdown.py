@@ -141,7 +141,7 @@ class TopDownPipeline:
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         box_scores = np.asarray(box_scores, np.float32).reshape(len(boxes))
         detect_end = perf_counter()
-        timings = {"detect": detect_end - start, "preprocess": 0.0, "network": 0.0, "decode": 0.0}
+        timings = {"detect": detect_end - start, "preprocess": 0.0, "network": 0.0, "grouping": 0.0}
         if not len(boxes):
             people = People.empty()
             people.timings = timings
@@ -165,7 +165,7 @@ class TopDownPipeline:
         keep = oks_nms(keypoints, scores, sizes.prod(axis=1), self.oks_threshold)
         people = People(keypoints[keep], scores[keep], boxes[keep])
         timings.update(preprocess=network_start - detect_end, network=decode_start - network_start,
-                       decode=perf_counter() - decode_start)
+                       grouping=perf_counter() - decode_start)  # "decode" is the video decoder's stage
         people.timings = timings
         return people
 

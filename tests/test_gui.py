@@ -169,6 +169,56 @@ def test_a_slow_model_drops_stale_frames_only_in_real_time(qtbot, make_window, r
     assert (gaps >= 2).all() if realtime else (gaps == 1).all()
 
 
+def write_clip(path, frames, size=(160, 120)):
+    """A tiny MJPG clip whose frame i is a flat grey of 40 * i."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    for i in range(frames):
+        writer.write(np.full((size[1], size[0], 3), 40 * i, np.uint8))
+    writer.release()
+    return str(path)
+
+
+def test_loop_plays_a_file_past_its_end_until_loop_is_turned_off(qtbot, make_window, tmp_path):
+    clip = write_clip(tmp_path / "five.avi", 5)
+    window = make_window()
+    window.realtime.setChecked(False)   # every frame, so the order is exact
+    window.loop.setChecked(True)
+    wait_for(qtbot, lambda: window.worker.model == "fake-left")   # its message would hide "end of video"
+    results = collect(window)
+    window.open_source(clip)
+    capture = window.capture
+
+    def fresh():
+        return [r for r in results if r.fresh]
+
+    wait_for(qtbot, lambda: len(fresh()) >= 12)
+    shown = fresh()[:12]
+    assert [r.frame.index for r in shown] == [0, 1, 2, 3, 4] * 2 + [0, 1]
+    assert [r.frame.lap for r in shown] == [0] * 5 + [1] * 5 + [2] * 2
+    assert [r.frame.time_s for r in shown[5:7]] == [0.0, 0.1]     # the clock starts over too
+    assert np.array_equal(shown[5].frame.image, shown[0].frame.image)
+    assert window.capture is capture and window.source_info.frame_count == 5
+    window.loop.setChecked(False)       # plays to the end of the lap it is in, then stops
+    wait_for(qtbot, lambda: window.statusBar().currentMessage() == "end of video")
+    qtbot.wait(300)
+    indices = [r.frame.index for r in fresh()]
+    assert len(indices) % 5 == 0 and indices == [0, 1, 2, 3, 4] * (len(indices) // 5)
+    window.close()
+    assert window.settings.value("loop", type=bool) is False
+
+
+def test_without_loop_a_file_stops_at_its_end(qtbot, make_window, tmp_path):
+    clip = write_clip(tmp_path / "five.avi", 5)
+    window = make_window()
+    window.realtime.setChecked(False)
+    wait_for(qtbot, lambda: window.worker.model == "fake-left")
+    results = collect(window)
+    window.open_source(clip)
+    wait_for(qtbot, lambda: window.statusBar().currentMessage() == "end of video")
+    qtbot.wait(300)
+    assert [r.frame.index for r in results if r.fresh] == [0, 1, 2, 3, 4]
+
+
 def test_pause_step_and_redraw_while_paused(qtbot, make_window):
     window = make_window()
     window.set_paused(True)
@@ -300,11 +350,12 @@ def test_settings_are_remembered_between_launches(qtbot, make_window):
     first.select_model("fake-right")
     first.threshold.setValue(45)
     first.draw_toggles["boxes"].setChecked(True)
+    first.loop.setChecked(True)
     wait_for(qtbot, lambda: first.worker.model == "fake-right" and first.source_info is not None)
     first.close()
 
     second = make_window()
-    assert second.threshold.value() == 45 and second.draw_toggles["boxes"].isChecked()
+    assert second.threshold.value() == 45 and second.draw_toggles["boxes"].isChecked() and second.loop.isChecked()
     assert second.model_box.currentData() == "fake-right"
     wait_for(qtbot, lambda: second.source_info is not None and second.worker.model == "fake-right")
     assert second.source_info.source == CLIP
@@ -374,4 +425,6 @@ def test_a_recording_follows_the_source_clock():
     recording.write(b, 5.1)
     recording.write(c, 5.3)       # inference skipped 5.2: its place is filled by the next frame
     recording.write(d, 60.0)      # a paused camera: the gap is not filled
-    assert [int(f[0, 0, 0]) for f in writer.frames] == [1, 2, 3, 3, 4]
+    recording.write(a, 0.0)       # a looping file back at its start: the recording goes on
+    recording.write(b, 0.1)
+    assert [int(f[0, 0, 0]) for f in writer.frames] == [1, 2, 3, 3, 4, 1, 2]

@@ -142,7 +142,7 @@ def test_pipeline_returns_keypoints_in_image_pixels(flip_test):
     assert batch.shape == ((4 if flip_test else 2), 3, CROP_H, CROP_W)
     if flip_test:
         np.testing.assert_array_equal(batch[2:], batch[:2, :, :, ::-1])
-    assert set(people.timings) == {"detect", "preprocess", "network", "decode"}
+    assert set(people.timings) == {"detect", "preprocess", "network", "grouping"}
     np.testing.assert_allclose(people.boxes, boxes)
     np.testing.assert_allclose(people.scores, [0.9 * 0.8, 0.6 * 0.8], rtol=1e-5)
     np.testing.assert_allclose(people.keypoints[..., 2], [keypoint_scores] * 2, rtol=1e-6)

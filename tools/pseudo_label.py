@@ -160,15 +160,15 @@ def merge_labels(teacher_keypoints, real_keypoints):
 
 
 def label_image(teacher, frame, real, size):
-    """People of one image as dicts (keypoints x, y, score; real_v; box; teacher_score; iscrowd;
-    fix: what align_lsp_labels did), the number of real labels dropped.
+    """-> (people of one image as dicts: keypoints x, y, score; real_v; box; teacher_score;
+    iscrowd; fix: what align_lsp_labels did), number of labelled people whose labels were dropped).
 
     Labelled people are refined by Thunder on their own box; detections of a labelled person
     are dropped; unlabelled real boxes (COCO people without keypoints, crowds) are kept as
     keypoint-free people unless a detection covers them.
     """
     found = teacher(frame, size)
-    labelled, unlabelled, fixes = [], [], []
+    labelled, unlabelled, dropped = [], [], 0
     for p in real:
         if not p["keypoints"][:, 2].any() or p["iscrowd"]:
             unlabelled.append(p)
@@ -178,7 +178,7 @@ def label_image(teacher, frame, real, size):
             candidates = list(found.keypoints) + [teacher.thunder(frame, p["box"])]
             p, fix = align_lsp_labels(p, candidates, frame.shape[:2])
         if p is None:
-            fixes.append(fix)
+            dropped += 1
         else:
             labelled.append((p, fix))
     keep = np.ones(len(found), bool)
@@ -199,7 +199,7 @@ def label_image(teacher, frame, real, size):
             people.append({"keypoints": np.zeros((NUM_KEYPOINTS, 3), np.float32),
                            "real_v": np.zeros(NUM_KEYPOINTS), "box": p["box"], "teacher_score": 0.0,
                            "iscrowd": p["iscrowd"], "fix": ""})
-    return people, fixes
+    return people, dropped
 
 
 # ----------------------------------------------------------------- COCO writer
@@ -252,9 +252,9 @@ def label_source(teacher, data_root, source, out_dir, min_conf, limit=None):
         for person in people:
             annotations.append(person_annotation(len(annotations) + 1, image_id, person, (h, w), min_conf))
             real_keypoints += int(np.count_nonzero(person["real_v"]))
-        for fix in [p["fix"] for p in people] + dropped:
-            if fix:
-                fixes[fix] += 1
+            if person["fix"]:
+                fixes[person["fix"]] += 1
+        fixes["dropped"] += dropped
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{source}.json"
     tmp = path.with_suffix(".json.tmp")
