@@ -39,3 +39,16 @@ def test_video_command_draws_people_on_the_bundled_clip(tmp_path):
     assert len(frames_with_people) >= 8, "the pedestrians of the clip are found in most frames"
     assert all(len(r["keypoints"]) == NUM_KEYPOINTS for r in records)
     assert all(r["track_id"] is not None for r in records)
+
+
+def test_the_app_runs_on_onnx_runtime_without_pytorch(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "photo.png"
+    script = ("import sys, runpy; sys.modules['torch'] = None; "  # every 'import torch' fails
+              f"sys.argv = ['main.py', '--image', {str(PHOTO)!r}, '--out', {str(out)!r}, '--quiet']; "
+              f"runpy.run_path({str(CLIP.parent.parent / 'main.py')!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert cv2.imread(str(out)).shape == cv2.imread(str(PHOTO)).shape
