@@ -194,8 +194,8 @@ class MainWindow(QMainWindow):
         self.loop.setChecked(s.value("loop", False, type=bool))
         ready = [c.name for c in self.models if c.status == "ready"]
         model = s.value("model", "", type=str)
-        if model not in ready:
-            model = ready[0] if ready else None
+        if model not in ready:  # first launch: the registry's default, else any model with weights
+            model = registry.DEFAULT_MODEL if registry.DEFAULT_MODEL in ready else (ready[0] if ready else None)
         if model is None:
             self.statusBar().showMessage("no model has trained weights: showing the video only")
         else:

@@ -23,6 +23,7 @@ from PyQt6.QtCore import QSettings, Qt, QTimer  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
 from app.main_window import MainWindow, registry_choices  # noqa: E402
+from pose_core import registry  # noqa: E402
 from pose_core.registry import REPO_ROOT  # noqa: E402
 
 LOAD_TIMEOUT_S = 120
@@ -118,7 +119,8 @@ def soak(app, window, meter, video, duration_s, interval_s):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="model to run (default: the first one with weights)")
+    parser.add_argument("--model",
+                        help="model to run (default: the registry's default, else the first one with weights)")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--video", default=str(REPO_ROOT / "assets" / "vtest_people.mp4"))
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between report lines")
@@ -129,7 +131,8 @@ def main():
 
     # Refused before the window starts loading a model: a load cut off at exit aborts the process.
     status = {choice.name: choice.status for choice in registry_choices()}
-    model = args.model or next((name for name, state in status.items() if state == "ready"), None)
+    model = args.model or (registry.DEFAULT_MODEL if status.get(registry.DEFAULT_MODEL) == "ready" else
+                           next((name for name, state in status.items() if state == "ready"), None))
     if status.get(model) != "ready":
         print(f"model {model} cannot run: {status.get(model, 'unknown model')}" if model
               else "no model has trained weights", file=sys.stderr)

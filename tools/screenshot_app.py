@@ -26,7 +26,7 @@ TIMEOUT_S = 120
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default=str(REPO_ROOT / "assets" / "vtest_people.mp4"))
-    parser.add_argument("--model", help="model to show (default: the first one with weights)")
+    parser.add_argument("--model", help="model to show (default: the app's choice on a first launch)")
     parser.add_argument("--frames", type=int, default=20, help="frames to play before the screenshot")
     parser.add_argument("--out", default=str(REPO_ROOT / "docs" / "app_screenshot.png"))
     args = parser.parse_args()
