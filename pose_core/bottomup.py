@@ -10,8 +10,8 @@ from .paf_grouping import PEAK_THRESHOLD, decode_people
 from .result import People
 from .skeleton import NUM_HEATMAPS, NUM_PAFS, openpose_to_coco
 
-# Pad with what training fills crop borders with (pose_core.train.augment.PAD_RGB,
-# the ImageNet mean); repeated here because inference must not import torch.
+# The ImageNet mean, the "mean value" padding of the training recipe; defined here (not in
+# pose_core.train) because inference must not import torch.
 PAD_RGB = (124.0, 116.0, 104.0)
 
 

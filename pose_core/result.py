@@ -48,20 +48,6 @@ class People:
         return People(self.keypoints[index], self.scores[index], self.boxes[index],
                       None if self.track_ids is None else self.track_ids[index], dict(self.timings))
 
-    def to_records(self):
-        """JSON-ready list of dicts, one per person."""
-        records = []
-        for i in range(len(self)):
-            rec = {
-                "keypoints": np.round(self.keypoints[i].astype(np.float64), 2).tolist(),
-                "score": round(float(self.scores[i]), 4),
-                "box": np.round(self.boxes[i].astype(np.float64), 2).tolist(),
-            }
-            if self.track_ids is not None:
-                rec["track_id"] = int(self.track_ids[i])
-            records.append(rec)
-        return records
-
 
 def boxes_from_keypoints(keypoints, min_score=0.0):
     """(N, 17, 3) -> (N, 4) tight x1y1x2y2 boxes over keypoints with score > min_score."""

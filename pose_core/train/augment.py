@@ -14,10 +14,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..bottomup import PAD_RGB  # the ImageNet mean: training pads crops as inference pads frames
 from ..skeleton import OPENPOSE_FLIP_INDEX
 from .targets import loss_mask_from_ignore
 
-PAD_RGB = (124, 116, 104)     # ImageNet mean, the "mean value" padding of the recipe
 TARGET_HEIGHT = 0.6           # main person's height as a fraction of the crop side
 SCALE_RANGE = (0.5, 1.1)
 MAX_ROTATION_DEG = 40.0
