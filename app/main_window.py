@@ -34,10 +34,11 @@ class ModelChoice:
 
 
 def registry_choices(backend="onnx"):
-    """One dropdown entry per registered model, with its weights status."""
+    """One dropdown entry per registered pose model (not the person detectors), with its
+    weights status."""
     return [ModelChoice(spec.name, f"{spec.name}  ({spec.kind}, {spec.input_height} px)",
                         registry.weights_status(spec, backend), spec.description)
-            for spec in registry.MODELS.values()]
+            for spec in registry.pose_models().values()]
 
 
 class VideoView(QWidget):

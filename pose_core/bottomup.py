@@ -8,11 +8,18 @@ from .errors import PoseError, WeightsError
 from .frames import as_bgr
 from .paf_grouping import PEAK_THRESHOLD, decode_people
 from .result import People
-from .skeleton import NUM_HEATMAPS, NUM_PAFS, openpose_to_coco
+from .skeleton import NUM_HEATMAPS, NUM_PAFS, OPENPOSE_FLIP_INDEX, OPENPOSE_LIMBS, openpose_to_coco
 
 # The ImageNet mean, the "mean value" padding of the training recipe; defined here (not in
 # pose_core.train) because inference must not import torch.
 PAD_RGB = (124.0, 116.0, 104.0)
+
+# Flip test: heatmap channel c of the mirrored image is channel HEATMAP_FLIP[c] of the
+# original (left/right swapped, background kept); limb k of the mirrored image is limb
+# PAF_FLIP_LIMB[k] of the original, whose x component changes sign.
+HEATMAP_FLIP = np.append(OPENPOSE_FLIP_INDEX, NUM_HEATMAPS - 1)
+PAF_FLIP_LIMB = np.array([OPENPOSE_LIMBS.index((OPENPOSE_FLIP_INDEX[a], OPENPOSE_FLIP_INDEX[b]))
+                          for a, b in OPENPOSE_LIMBS])
 
 
 class BottomUpPipeline:
@@ -20,19 +27,23 @@ class BottomUpPipeline:
 
     runner(batch (1, 3, H, W) float32 RGB 0..255) returns (heatmaps (1, 19, H/stride,
     W/stride), pafs (1, 38, H/stride, W/stride)). `upsample` is the factor the maps are
-    upsampled by before peak finding (4 as in the Lightweight OpenPose demo); 1 finds
-    peaks on the network's grid with sub-cell refinement, which is cheaper.
-    `height` may be changed between calls (the GUI does).
+    upsampled by before peak finding: 1 (the default) finds peaks on the network's grid with
+    sub-cell refinement, 4 upsamples first as the Lightweight OpenPose demo does; on
+    coco_val_dev 1 measured both cheaper and more accurate (README). `flip_test`
+    also runs the mirrored frame and averages its mirrored-back maps in (twice the
+    network time). `height` may be changed between calls (the GUI does).
     """
 
     kind = "bottom-up"
 
-    def __init__(self, runner, height=256, stride=8, upsample=4, peak_threshold=PEAK_THRESHOLD):
+    def __init__(self, runner, height=256, stride=8, upsample=1, peak_threshold=PEAK_THRESHOLD,
+                 flip_test=False):
         self.runner = runner
         self.height = height
         self.stride = stride
         self.upsample = upsample
         self.peak_threshold = peak_threshold
+        self.flip_test = flip_test
         self.backend = getattr(runner, "name", type(runner).__name__)
 
     def __call__(self, frame):
@@ -41,6 +52,8 @@ class BottomUpPipeline:
         batch, resized_size = self.preprocess(frame)
         network_start = perf_counter()
         heatmaps, pafs = self._run(batch)
+        if self.flip_test:
+            heatmaps, pafs = average_with_mirrored(heatmaps, pafs, *self._run(batch[..., ::-1].copy()))
         grouping_start = perf_counter()
         keypoints, scores = decode_people(heatmaps, pafs, self.stride, self.upsample, resized_size,
                                           self.peak_threshold)
@@ -77,6 +90,17 @@ class BottomUpPipeline:
             raise WeightsError(f"network outputs {shapes} are not bottom-up maps "
                                f"(1, {NUM_HEATMAPS} and {NUM_PAFS}, {expected[0]}, {expected[1]})")
         return outputs[0][0], outputs[1][0]
+
+
+def average_with_mirrored(heatmaps, pafs, mirrored_heatmaps, mirrored_pafs):
+    """Average (C, h, w) maps with those of the mirrored input, mirrored back into the
+    original's channels: left/right keypoints swap, limbs swap, PAF x components flip sign.
+    The whole padded input was mirrored, so a mirrored column i is column w - 1 - i."""
+    back_heatmaps = mirrored_heatmaps[HEATMAP_FLIP, :, ::-1]
+    limb_pafs = mirrored_pafs.reshape(len(OPENPOSE_LIMBS), 2, *mirrored_pafs.shape[1:])
+    back_pafs = limb_pafs[np.argsort(PAF_FLIP_LIMB), :, :, ::-1] * np.array([-1, 1], np.float32)[:, None, None]
+    return ((heatmaps + back_heatmaps) / 2,
+            (pafs + back_pafs.reshape(pafs.shape)) / 2)
 
 
 def _to_frame_pixels(keypoints, resized_size, frame_size):

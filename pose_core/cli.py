@@ -56,6 +56,12 @@ def build_parser():
     p.add_argument("--backend", choices=BACKENDS, default="onnx")
     p.add_argument("--height", type=int, metavar="H", help="network input height (default: the model's)")
     p.add_argument("--threads", type=int, metavar="N", help="inference threads (default: all cores)")
+    p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run the mirrored frame and average: more accurate, twice the network "
+                        "time (default: the model's; off for bottom-up models)")
+    p.add_argument("--detector", metavar="NAME",
+                   help="top-down models: the person detector, a registered detector or bottom-up model "
+                        f"(default: {registry.DEFAULT_DETECTOR} when its weights exist, else {registry.DEFAULT_MODEL})")
     p.add_argument("--threshold", type=float, default=0.2, help="draw keypoints above this score (default 0.2)")
     p.add_argument("--no-track", action="store_true", help="no person ids across frames (also disables smoothing)")
     p.add_argument("--no-smooth", action="store_true", help="no keypoint smoothing across frames")
@@ -198,8 +204,13 @@ def process_stream(reader, processor, video_writer=None, keypoint_writers=(), ma
 
 
 def load_pipeline(args):
+    options = {} if args.flip_test is None else {"flip_test": args.flip_test}
+    if args.detector:
+        if registry.get_spec(args.model).kind != "top-down" or registry.get_spec(args.model).layout == "movenet":
+            raise PoseError(f"--detector is for the top-down models; {args.model} does not take a person detector")
+        options["detector"] = args.detector
     return registry.load_pipeline(args.model, args.backend, args.height, weights=args.weights,
-                                  threads=args.threads)
+                                  threads=args.threads, **options)
 
 
 def make_processor(pipeline, args):

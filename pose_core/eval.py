@@ -1,9 +1,13 @@
 """COCO keypoint evaluation of any `frame_bgr -> People` pipeline.
 
-    python -m pose_core.eval --model NAME [--ann COCO.json --images DIR] [--limit N]
+    python -m pose_core.eval --model NAME [--ann COCO.json --images DIR] [--limit N] [--gt-boxes]
 
 runs the pipeline on the images of a COCO keypoint annotation file, scores the
 people with pycocotools `COCOeval(..., "keypoints")` and ends with one line `AP=<value>`.
+A top-down model crops the people its registry detector finds (person-detector when its
+weights exist, else the default bottom-up model's people; --detector NAME chooses), or
+with --gt-boxes the annotation file's person boxes (non-crowd, with keypoints, score 1):
+the upper bound that a perfect detector would give.
 """
 import argparse
 import contextlib
@@ -14,6 +18,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from .errors import InputError, PoseError
 from .registry import REPO_ROOT
@@ -39,6 +44,33 @@ def load_ground_truth(ann_file):
         return COCO(str(ann_file))
 
 
+class GroundTruthBoxes:
+    """A top-down detector that returns the annotated person boxes of the image being
+    evaluated: non-crowd annotations with at least one labelled keypoint, x1y1x2y2, score 1.
+
+    `evaluate` tells it which image comes next (`select_image`); a frame alone does not say.
+    """
+
+    def __init__(self, ann_file_or_coco):
+        coco = ann_file_or_coco if hasattr(ann_file_or_coco, "imgs") else load_ground_truth(ann_file_or_coco)
+        self.boxes = {}
+        for ann in coco.dataset.get("annotations", []):
+            x, y, w, h = ann.get("bbox", (0, 0, 0, 0))
+            if ann.get("iscrowd", 0) or ann.get("num_keypoints", 0) <= 0 or w <= 0 or h <= 0:
+                continue
+            self.boxes.setdefault(ann["image_id"], []).append((x, y, x + w, y + h))
+        self.image_id = None
+
+    def select_image(self, image_id):
+        self.image_id = image_id
+
+    def __call__(self, frame_bgr):
+        if self.image_id is None:
+            raise PoseError("GroundTruthBoxes: no image selected (use it through pose_core.eval.evaluate)")
+        boxes = np.asarray(self.boxes.get(self.image_id, []), np.float32).reshape(-1, 4)
+        return boxes, np.ones(len(boxes), np.float32)
+
+
 def people_to_coco_results(people, image_id):
     """COCO result records (keypoints x, y, score per joint) for one image's People."""
     return [{"image_id": int(image_id), "category_id": PERSON_CATEGORY,
@@ -53,8 +85,9 @@ def image_ids_to_evaluate(coco_gt, limit=None):
     return ids[:limit] if limit else ids
 
 
-def coco_keypoint_stats(coco_gt, results, image_ids):
-    """Run COCOeval on `results` restricted to `image_ids` -> (stats list, printed table)."""
+def coco_keypoint_stats(coco_gt, results, image_ids, iou_type="keypoints"):
+    """Run COCOeval on `results` restricted to `image_ids` -> (stats list, printed table);
+    `iou_type` "bbox" scores person boxes (pose_core.eval_detector)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -66,7 +99,7 @@ def coco_keypoint_stats(coco_gt, results, image_ids):
             coco_dt.dataset = {"images": coco_gt.dataset["images"],
                                "categories": coco_gt.dataset["categories"], "annotations": []}
             coco_dt.createIndex()
-    evaluator = COCOeval(coco_gt, coco_dt, "keypoints")
+    evaluator = COCOeval(coco_gt, coco_dt, iou_type)
     evaluator.params.imgIds = list(image_ids)
     table = io.StringIO()
     with contextlib.redirect_stdout(table):
@@ -84,6 +117,20 @@ def evaluate(pipeline, ann_file, image_dir, limit=None, progress=True, results_f
     Returns {"AP", "AP50", "AP75", "APm", "APl", "AR", "stats", "images", "seconds",
     "ms_per_image", "table"}; `seconds` is the time spent inside the pipeline.
     """
+    select_image = getattr(getattr(pipeline, "detector", None), "select_image", None)
+
+    def predict(frame, image_id):
+        if select_image is not None:
+            select_image(image_id)
+        return people_to_coco_results(pipeline(frame), image_id)
+
+    return run_coco_eval(predict, ann_file, image_dir, limit, progress, results_file)
+
+
+def run_coco_eval(predict, ann_file, image_dir, limit=None, progress=True, results_file=None,
+                  iou_type="keypoints"):
+    """predict(BGR frame, image id) -> COCO result records, over the annotated images, scored
+    by COCOeval(`iou_type`); the dict `evaluate` returns, with the time spent in `predict`."""
     coco_gt = load_ground_truth(ann_file)
     image_ids = image_ids_to_evaluate(coco_gt, limit)
     results, seconds = [], 0.0
@@ -97,16 +144,22 @@ def evaluate(pipeline, ann_file, image_dir, limit=None, progress=True, results_f
         if frame is None:
             raise InputError(f"cannot read image {path}")
         start = time.perf_counter()
-        people = pipeline(frame)
+        results.extend(predict(frame, image_id))
         seconds += time.perf_counter() - start
-        results.extend(people_to_coco_results(people, image_id))
     if results_file:
         Path(results_file).write_text(json.dumps(results))
-    stats, table = coco_keypoint_stats(coco_gt, results, image_ids)
+    stats, table = coco_keypoint_stats(coco_gt, results, image_ids, iou_type)
     summary = dict(zip(STAT_NAMES, stats))
     return {**{k: summary[k] for k in ("AP", "AP50", "AP75", "APm", "APl", "AR")},
             "stats": stats, "images": len(image_ids), "seconds": seconds,
             "ms_per_image": 1000 * seconds / max(1, len(image_ids)), "table": table}
+
+
+def print_result(result):
+    """The table, the time per image and the final `AP=` line of both evaluation commands."""
+    print(result["table"], end="")
+    print(f"images={result['images']} ms_per_image={result['ms_per_image']:.1f}")
+    print(f"AP={result['AP']:.3f}")
 
 
 def main(argv=None):
@@ -122,17 +175,47 @@ def main(argv=None):
     parser.add_argument("--height", type=int, default=None, help="network input height")
     parser.add_argument("--weights", default=None, help="weights file instead of the registered one")
     parser.add_argument("--results", default=None, help="write the COCO result records here")
+    parser.add_argument("--gt-boxes", action="store_true",
+                        help="top-down models: crop the annotated person boxes instead of detecting "
+                             "people (an upper bound)")
+    parser.add_argument("--detector", default=None, metavar="NAME",
+                        help="top-down models: the person detector, a registered detector or bottom-up "
+                             "model (default: the registry's choice, person-detector when its weights exist)")
+    parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
+                        help="also run the mirrored image and average (default: the model's)")
+    parser.add_argument("--upsample", type=int, default=None,
+                        help="bottom-up: map upsampling before peak finding (1: sub-cell peaks on the grid)")
     args = parser.parse_args(argv)
     image_dir = args.images or str(Path(args.ann).parent / "images")
     try:
-        pipeline = load_pipeline(args.model, args.backend, args.height, args.weights)
+        options = {}
+        if args.flip_test is not None:
+            options["flip_test"] = args.flip_test
+        if args.upsample is not None:
+            from .registry import get_spec
+            if get_spec(args.model).kind != "bottom-up" or args.upsample < 1:
+                raise InputError("--upsample takes a factor >= 1 and is for bottom-up models")
+            options["upsample"] = args.upsample
+        if args.detector and args.gt_boxes:
+            raise InputError("--detector and --gt-boxes exclude each other")
+        if args.detector:
+            from .registry import get_spec
+            if get_spec(args.model).kind != "top-down" or get_spec(args.model).layout == "movenet":
+                raise InputError(f"--detector is for the top-down models; {args.model} does not take one")
+            options["detector"] = args.detector
+        if args.gt_boxes:
+            from .registry import get_spec
+            if get_spec(args.model).kind != "top-down":
+                raise InputError(f"--gt-boxes is for top-down models; {args.model} is {get_spec(args.model).kind}")
+            options["detector"] = GroundTruthBoxes(args.ann)
+        pipeline = load_pipeline(args.model, args.backend, args.height, args.weights, **options)
+        if args.gt_boxes and getattr(pipeline, "detector", None) is not options["detector"]:
+            raise InputError(f"--gt-boxes: model {args.model} does not take a person detector")
         result = evaluate(pipeline, args.ann, image_dir, args.limit, results_file=args.results)
     except PoseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(result["table"], end="")
-    print(f"images={result['images']} ms_per_image={result['ms_per_image']:.1f}")
-    print(f"AP={result['AP']:.3f}")
+    print_result(result)
     return 0
 
 

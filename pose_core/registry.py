@@ -19,13 +19,14 @@ TEACHER_DIR = REPO_ROOT / "cache" / "teacher"
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str                      # "bottom-up" or "top-down"
+    kind: str                      # "bottom-up", "top-down" or "detector" (person boxes, no pose)
     description: str
     onnx_file: str                 # relative to weights/
     torch_file: Optional[str]      # relative to weights/; None when no PyTorch weights exist
     build: Optional[Callable]      # () -> torch.nn.Module (imports torch lazily)
-    input_height: int = 256        # default network input height (bottom-up) or crop height
-    layout: str = "openpose18"     # the network's own keypoint layout
+    input_height: int = 256        # default network input height (bottom-up), crop height
+                                   # (top-down) or longer input side (detector)
+    layout: str = "openpose18"     # the network's own keypoint layout ("boxes": a detector)
 
     @property
     def onnx_path(self):
@@ -46,6 +47,16 @@ def _build_ldlc(variant, **options):
 def _build_mobilenetv3_pose():
     from .models.mobilenetv3_pose import build_mobilenetv3_pose
     return build_mobilenetv3_pose()
+
+
+def _build_mobilenetv2_pose():
+    from .models.mobilenetv2_pose import build_mobilenetv2_pose
+    return build_mobilenetv2_pose()
+
+
+def _build_person_detector():
+    from .models.person_detector import build_person_detector
+    return build_person_detector()
 
 
 MODELS = {spec.name: spec for spec in (
@@ -76,6 +87,20 @@ MODELS = {spec.name: spec for spec in (
                     "(Li & Xiang), 256x192 crops of ldlc-openpose-t6's people",
         onnx_file="mnv3-hwloss.onnx", torch_file="mnv3-hwloss.pt",
         build=_build_mobilenetv3_pose, input_height=256, layout="coco17"),
+    ModelSpec(
+        name="mnv2-hwloss",
+        kind="top-down",
+        description="mnv3-hwloss's head, attention and loss on a MobileNetV2 backbone initialised "
+                    "from MoveNet Lightning, 256x192 crops of ldlc-openpose-t6's people",
+        onnx_file="mnv2-hwloss.onnx", torch_file="mnv2-hwloss.pt",
+        build=_build_mobilenetv2_pose, input_height=256, layout="coco17"),
+    ModelSpec(
+        name="person-detector",
+        kind="detector",
+        description="Person boxes for the top-down models: CenterNet-style one-class detector, "
+                    "MobileNetV2 initialised from MoveNet Lightning, stride-8 neck, 320 px longer side",
+        onnx_file="person-detector.onnx", torch_file="person-detector.pt",
+        build=_build_person_detector, input_height=320, layout="boxes"),
     # onnx_file is absolute for the teachers: WEIGHTS_DIR / an absolute path is that path.
     ModelSpec(
         name="movenet-multipose",
@@ -94,6 +119,9 @@ MODELS = {spec.name: spec for spec in (
 # Measured best on coco_val_dev at this stage of training (README): the initial stage alone
 # currently beats the refinement stage, and is faster.
 DEFAULT_MODEL = "ldlc-openpose-t6-fast"
+# The top-down models' person detector when its weights exist; else the default bottom-up
+# model's people (topdown.BottomUpBoxes).
+DEFAULT_DETECTOR = "person-detector"
 
 
 def get_spec(name):
@@ -132,14 +160,57 @@ def make_runner(spec, backend="onnx", weights=None, threads=None):
     raise PoseError(f"unknown backend '{backend}'; use onnx or torch")
 
 
+def pose_models():
+    """The registered pose models (what the GUI offers): every kind but "detector"."""
+    return {name: spec for name, spec in MODELS.items() if spec.kind != "detector"}
+
+
+def load_detector(name=DEFAULT_DETECTOR, backend="onnx", height=None, weights=None, threads=None, **options):
+    """A registered person detector, frame -> (boxes (N, 4) x1y1x2y2, scores (N,))."""
+    spec = get_spec(name)
+    if spec.kind != "detector":
+        raise ModelUnavailable(f"model '{name}' is a {spec.kind} pose model, not a person detector")
+    if weights is None:
+        status = weights_status(spec, backend)
+        if status != "ready":
+            raise ModelUnavailable(f"detector '{name}' cannot run: {status}")
+    from .person_detector import PersonDetector
+    return PersonDetector(make_runner(spec, backend, weights, threads), height or spec.input_height, **options)
+
+
+def make_detector(detector=None, backend="onnx", threads=None):
+    """The person detector of a top-down pipeline: a callable is used as it is; a registry
+    name is a detector model or a bottom-up model (its people's boxes, topdown.BottomUpBoxes);
+    None is DEFAULT_DETECTOR when its weights are ready on `backend`, else the default
+    bottom-up model's people."""
+    if callable(detector):
+        return detector
+    if detector is None:
+        ready = weights_status(get_spec(DEFAULT_DETECTOR), backend) == "ready"
+        detector = DEFAULT_DETECTOR if ready else DEFAULT_MODEL
+    spec = get_spec(detector)
+    if spec.kind == "detector":
+        return load_detector(detector, backend, threads=threads)
+    if spec.kind == "bottom-up":
+        from .topdown import BottomUpBoxes
+        return BottomUpBoxes(load_pipeline(detector, backend, threads=threads))
+    raise ModelUnavailable(f"'{detector}' is a {spec.kind} model: a person detector is a detector "
+                           f"or a bottom-up model")
+
+
 def load_pipeline(name, backend="onnx", height=None, weights=None, threads=None, **options):
     """Build the frame -> People pipeline of a registered model."""
     spec = get_spec(name)
+    if spec.kind == "detector":
+        raise ModelUnavailable(f"model '{name}' is a person detector, not a pose model: it serves the "
+                               f"top-down models (their detector option)")
     if weights is None:
         status = weights_status(spec, backend)
         if status != "ready":
             raise ModelUnavailable(f"model '{name}' cannot run: {status}")
     if spec.layout == "movenet":
+        if options:
+            raise ModelUnavailable(f"model '{name}' takes no {', '.join(options)} option")
         from .teacher import build_pipeline
         return build_pipeline(spec, backend, height, weights, threads)
     runner = make_runner(spec, backend, weights, threads)
@@ -147,12 +218,10 @@ def load_pipeline(name, backend="onnx", height=None, weights=None, threads=None,
         from .bottomup import BottomUpPipeline
         return BottomUpPipeline(runner, height=height or spec.input_height, **options)
     if spec.kind == "top-down":
-        # `height` is the crop height; `detector` (frame -> boxes, scores) defaults to the
-        # default bottom-up model's people.
-        from .topdown import BottomUpBoxes, TopDownPipeline
-        detector = options.pop("detector", None)
-        if detector is None:
-            detector = BottomUpBoxes(load_pipeline(DEFAULT_MODEL, backend, threads=threads))
+        # `height` is the crop height; `detector` (a callable frame -> boxes, scores, or a
+        # registry name) defaults to make_detector's choice.
+        from .topdown import TopDownPipeline
+        detector = make_detector(options.pop("detector", None), backend, threads)
         crop_height = height or spec.input_height
         return TopDownPipeline(detector, runner, (crop_height, crop_height * 3 // 4), **options)
     raise ModelUnavailable(f"model '{name}': no pipeline for kind {spec.kind}")

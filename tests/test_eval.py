@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pose_core.eval import evaluate, main
+from pose_core.eval import GroundTruthBoxes, evaluate, main
 from pose_core.result import People
 
 # image id -> (height, width); the fake pipelines recognise an image by its size.
@@ -109,3 +109,55 @@ def test_cli_unknown_model_is_one_line_error(coco_set, capsys):
     assert main(["--model", "no-such-model", "--ann", str(ann), "--images", str(image_dir)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
+
+
+def test_ground_truth_boxes_follow_the_evaluated_image(coco_set, tmp_path):
+    """--gt-boxes: evaluate() tells the detector which image comes; a pipeline that returns
+    the person whose box it was given scores AP 1. Crowd boxes and people without keypoints
+    are not boxes."""
+    ann, image_dir = coco_set
+    data = json.loads(ann.read_text())
+    data["annotations"].append({"id": 50, "image_id": 1, "category_id": 1, "iscrowd": 1, "num_keypoints": 0,
+                                "bbox": [0, 0, 30, 30], "area": 900.0, "keypoints": [0] * 51})
+    data["annotations"].append({"id": 51, "image_id": 2, "category_id": 1, "iscrowd": 0, "num_keypoints": 0,
+                                "bbox": [5, 5, 20, 40], "area": 800.0, "keypoints": [0] * 51})
+    ann = tmp_path / "with_unlabelled.json"
+    ann.write_text(json.dumps(data))
+    by_box = {tuple(np.round(a["bbox"], 3)): np.asarray(a["keypoints"], np.float32).reshape(17, 3)
+              for a in data["annotations"] if a["num_keypoints"]}
+
+    class BoxEcho:
+        detector = GroundTruthBoxes(ann)
+        seen = []
+
+        def __call__(self, frame):
+            boxes, scores = self.detector(frame)
+            self.seen.append(len(boxes))
+            kps = np.stack([by_box[tuple(np.round([x1, y1, x2 - x1, y2 - y1], 3))] for x1, y1, x2, y2 in boxes])
+            kps[:, :, 2] = 0.9
+            return People.from_keypoints(kps, scores)
+
+    pipeline = BoxEcho()
+    assert evaluate(pipeline, ann, image_dir, progress=False)["AP"] == pytest.approx(1.0)
+    assert pipeline.seen == [2, 1]
+
+
+def test_cli_gt_boxes_is_for_top_down_models(coco_set, capsys):
+    ann, image_dir = coco_set
+    assert main(["--model", "ldlc-openpose-t6", "--gt-boxes", "--ann", str(ann), "--images", str(image_dir)]) == 2
+    assert "top-down" in capsys.readouterr().err
+
+
+def test_cli_gt_boxes_runs_a_top_down_model(coco_set, tmp_path, capsys):
+    """TEST-ONLY random weights: the mechanics of `--model mnv2-hwloss --gt-boxes`, not accuracy."""
+    torch = pytest.importorskip("torch")
+    from pose_core.export_onnx import TOPDOWN_OUTPUT_NAMES, export_onnx
+    from pose_core.models.mobilenetv2_pose import build_mobilenetv2_pose
+
+    ann, image_dir = coco_set
+    torch.manual_seed(0)
+    onnx = export_onnx(build_mobilenetv2_pose(), tmp_path / "untrained-mnv2.onnx", 256, 192,
+                       output_names=TOPDOWN_OUTPUT_NAMES, dynamic_batch=True)
+    assert main(["--model", "mnv2-hwloss", "--gt-boxes", "--weights", str(onnx), "--ann", str(ann),
+                 "--images", str(image_dir)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("AP=")

@@ -81,7 +81,9 @@ def test_converted_layers_are_oihw(state):
     assert state["block_6_project.weight"].shape == (64, 192, 1, 1)
     assert state["block_12_depthwise.weight"].shape == (576, 1, 3, 3)
     assert state["block_12_project.bias"].shape == (96,)
-    assert len(state) == 2 * (1 + 2 + 3 * 12)
+    assert state["block_16_project.weight"].shape == (320, 960, 1, 1)
+    assert state["Conv_1.weight"].shape == (1280, 320, 1, 1)
+    assert len(state) == 2 * (1 + 2 + 3 * 16 + 1)  # stem, blocks 0..16, Conv_1
 
 
 def test_stem_and_first_blocks_match_tf_same_reference(tfjs, model):
@@ -135,3 +137,20 @@ def test_converter_writes_the_state_dict(tmp_path, state):
     saved = torch.load(out, weights_only=True)
     assert saved.keys() == state.keys()
     assert saved["Conv1.weight"].dtype == torch.float32
+
+
+def test_blocks_13_to_16_and_conv_1_match_tf_same_reference(tfjs, state):
+    """The top-down MobileNetV2 ("mnv2-hwloss") takes the rest of MoveNet's backbone: block 13
+    strided (odd input: TF SAME pads one pixel on each side), 14-16, and Conv_1 (ReLU6)."""
+    from pose_core.models.mobilenetv2_pose import build_mobilenetv2_pose
+
+    backbone = load_movenet_backbone(build_mobilenetv2_pose(), state).eval().backbone
+    x = np.random.default_rng(2).normal(size=(9, 7, 96))
+    expected = tf_block(x, "block_13", tfjs, stride=2)
+    for i in (14, 15, 16):
+        expected = tf_block(expected, f"block_{i}", tfjs)
+    expected = tf_conv(expected, "Conv_1", tfjs)
+    with torch.no_grad():
+        got = to_numpy(backbone.final(backbone.blocks[13:](to_torch(x))))
+    assert got.shape == (5, 4, 1280)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)

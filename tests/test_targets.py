@@ -102,3 +102,24 @@ def test_loss_mask_is_the_area_average_of_the_ignore_map():
     assert mask.shape == (1, 1, 4, 4)
     assert mask[0, 0, 1, 0] == 0 and mask[0, 0, 0, 2] == 0.5
     assert mask.sum() == 16 - 1.5
+
+
+def test_flip_test_maps_of_the_mirrored_person_average_back_to_the_original():
+    from pose_core.bottomup import average_with_mirrored
+    from pose_core.skeleton import OPENPOSE_FLIP_INDEX
+
+    width, height = 96, 64
+    rng = np.random.default_rng(3)
+    kp = np.zeros((1, 18, 3), np.float32)
+    kp[0, :, 0] = rng.uniform(5, width - 5, 18)
+    kp[0, :, 1] = rng.uniform(5, height - 5, 18)
+    kp[0, :, 2] = 2
+    # What a perfect network sees in the mirrored image: x mirrored, left and right swapped.
+    mirrored = kp[:, OPENPOSE_FLIP_INDEX].copy()
+    mirrored[..., 0] = width - 1 - mirrored[..., 0]
+    heatmaps, pafs = (t.numpy() for t in render_bottomup_targets(kp, height // STRIDE, width // STRIDE))
+    m_heatmaps, m_pafs = (t.numpy() for t in render_bottomup_targets(mirrored, height // STRIDE, width // STRIDE))
+    assert not np.allclose(m_pafs, pafs)
+    avg_heatmaps, avg_pafs = average_with_mirrored(heatmaps, pafs, m_heatmaps, m_pafs)
+    np.testing.assert_allclose(avg_heatmaps, heatmaps, atol=1e-5)
+    np.testing.assert_allclose(avg_pafs, pafs, atol=1e-5)

@@ -9,7 +9,7 @@ from torch import nn
 
 from pose_core.errors import InputError
 from pose_core.skeleton import NUM_HEATMAPS, NUM_PAFS
-from pose_core.train import train_bottomup
+from pose_core.train import common, train_bottomup
 from pose_core.train.augment import PAD_RGB, affine_matrices, augment_batch, transform_keypoints, warp_images
 from pose_core.train.data import BottomUpDataset, Source, SourceWeightedSampler, collate, load_source
 from pose_core.train.targets import loss_mask_from_ignore
@@ -157,7 +157,7 @@ def test_training_steps_reduce_the_masked_loss_and_gradients_flow():
     images, heatmaps, pafs, mask = train_bottomup.training_batch(batch, CROP, torch.Generator().manual_seed(0), "cpu")
     assert heatmaps.shape == (2, 19, 8, 8) and pafs.shape == (2, 38, 8, 8)
     model = TinyTwoStageNet()
-    optimizer = torch.optim.AdamW(train_bottomup.param_groups(model, 3e-3, 1e-3, 1e-4))
+    optimizer = torch.optim.AdamW(common.param_groups(model, 3e-3, 1e-3, 1e-4))
     assert sorted(g["lr"] for g in optimizer.param_groups) == [1e-3, 1e-3, 3e-3, 3e-3]
     losses = [train_bottomup.train_step(model, optimizer, images, heatmaps, pafs, mask) for _ in range(8)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
@@ -178,10 +178,10 @@ def test_loss_ignores_masked_cells_and_sums_stages():
 
 
 def test_lr_warms_up_then_decays():
-    assert train_bottomup.lr_factor(0, 0.0, 10) == pytest.approx(0.1)
-    assert train_bottomup.lr_factor(9, 0.0, 10) == pytest.approx(1.0)
-    assert train_bottomup.lr_factor(100, 0.5, 10) == pytest.approx(0.525)
-    assert train_bottomup.lr_factor(100, 1.0, 10) == pytest.approx(0.05)
+    assert common.lr_factor(0, 0.0, 10) == pytest.approx(0.1)
+    assert common.lr_factor(9, 0.0, 10) == pytest.approx(1.0)
+    assert common.lr_factor(100, 0.5, 10) == pytest.approx(0.525)
+    assert common.lr_factor(100, 1.0, 10) == pytest.approx(0.05)
 
 
 def test_training_script_runs_and_resumes(tmp_path):

@@ -5,8 +5,10 @@
         --out cache/movenet_lightning_backbone.pt
 
 Keys are "<MoveNet layer>.weight" (OIHW; depthwise C1HW) and "<MoveNet layer>.bias"
-(the BN offset, MoveNet's BN being folded into its convs) for the stem and blocks
-0..12; pose_core.models.bottomup.load_movenet_backbone loads them into a "t6" model.
+(the BN offset, MoveNet's BN being folded into its convs) for the whole MobileNetV2:
+the stem, blocks 0..16 and the final 1x1 conv "Conv_1" (1280 channels).
+pose_core.models.bottomup.load_movenet_backbone loads what a network has of them: the
+stem and blocks 0..12 into the bottom-up "t6" model, all of them into "mnv2-hwloss".
 """
 import argparse
 import os
@@ -18,7 +20,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from pose_core.models.bottomup import movenet_layer_names  # noqa: E402
+from pose_core.models.bottomup import MOBILENETV2_BLOCKS, movenet_layer_names  # noqa: E402
 from tools.tfjs_weights import load_tfjs_model  # noqa: E402
 
 LAYER_PREFIX = "StatefulPartitionedCall/center_net_mobile_net_v2fpn_feature_extractor/model_1/model/"
@@ -29,7 +31,7 @@ def convert_backbone(tfjs_weights):
     import torch
 
     state = {}
-    for layer, _ in movenet_layer_names():
+    for layer, _ in movenet_layer_names(len(MOBILENETV2_BLOCKS), final_conv=True):
         depthwise = layer.endswith("depthwise")
         kind = "depthwise" if depthwise else "Conv2D"
         kernel = tfjs_weights[f"{LAYER_PREFIX}{layer}/{kind}_weights"].astype(np.float32)

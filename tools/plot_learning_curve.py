@@ -5,6 +5,7 @@ training log.
 """
 import argparse
 import csv
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,6 +15,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from pose_core.registry import MODELS  # noqa: E402
+
+# What each kind's AP column measures (the training scripts' --eval-every-minutes).
+AP_MEANING = {"top-down": "keypoint AP, annotated person boxes", "detector": "box AP"}
+
+
+def variant_label(variant):
+    spec = MODELS.get(variant)
+    meaning = AP_MEANING.get(spec.kind) if spec else None
+    return f"{variant} ({meaning})" if meaning else variant
 
 
 def read_curves(log_path):
@@ -37,16 +50,16 @@ def main(argv=None):
     ap, loss = read_curves(args.log)
     fig, (ax_ap, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
     for variant, points in sorted(ap.items()):
-        ax_ap.plot(*zip(*points), marker="o", label=variant)
+        ax_ap.plot(*zip(*points), marker="o", label=variant_label(variant))
     for variant, points in sorted(loss.items()):
         ax_loss.plot(*zip(*points), label=variant, linewidth=0.8)
-    ax_ap.set(xlabel="training images seen", ylabel="AP (coco_val_dev subset, height 256)",
+    ax_ap.set(xlabel="training images seen", ylabel="AP (coco_val_dev subset; bottom-up at height 256)",
               title="AP at checkpoints")
-    ax_loss.set(xlabel="training images seen", ylabel="loss (sum over stages)", title="training loss",
+    ax_loss.set(xlabel="training images seen", ylabel="loss (each network's own)", title="training loss",
                 yscale="log")
     for ax in (ax_ap, ax_loss):
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out, dpi=100)
     print(f"wrote {args.out}")

@@ -26,8 +26,13 @@ Where the paper and the spec's inferred design disagree, the paper wins:
 "t6" is MobileNetV2 1.0 (expansion 6, first block t = 1) so it can load MoveNet
 Lightning's backbone (`load_movenet_backbone`).
 
-Input: float32 NCHW RGB 0..255, normalised inside as x / 127.5 - 1 (MoveNet's).
-Every stride-2 convolution pads like TensorFlow SAME, as MoveNet was trained.
+Input: float32 NCHW RGB 0..255, normalised inside as x / 127.5 - 1 (MoveNet's,
+MOVENET_MEAN_RGB / MOVENET_STD_RGB). Every stride-2 convolution pads like TensorFlow
+SAME, as MoveNet was trained.
+
+The same pieces build the plain MobileNetV2 1.0 of the top-down "mnv2-hwloss" model
+(`MOBILENETV2_BLOCKS`: blocks 0..16 at output stride 32, as MoveNet itself runs them,
+and the final 1x1 conv "Conv_1"), which `load_movenet_backbone` fills just as well.
 """
 import torch
 import torch.nn.functional as F
@@ -46,8 +51,24 @@ BACKBONE_BLOCKS = (
     (64, 1, 2), (64, 1, 2), (64, 1, 2),
     (96, 1, 2), (96, 1, 2), (96, 1, 2),
 )
+# Plain MobileNetV2 1.0, blocks 0..16 as MoveNet Lightning's own graph runs them: output
+# stride 32 (block_13 strided too), no dilation; 320 channels out, then "Conv_1".
+MOBILENETV2_BLOCKS = (
+    (16, 1, 1),
+    (24, 2, 1), (24, 1, 1),
+    (32, 2, 1), (32, 1, 1), (32, 1, 1),
+    (64, 2, 1), (64, 1, 1), (64, 1, 1), (64, 1, 1),
+    (96, 1, 1), (96, 1, 1), (96, 1, 1),
+    (160, 2, 1), (160, 1, 1), (160, 1, 1),
+    (320, 1, 1),
+)
 STEM_CHANNELS = 32
+FINAL_CONV_CHANNELS = 1280   # MobileNetV2's last 1x1 conv (MoveNet "Conv_1" -> out_relu)
 MOVENET_DILATION = 2  # MoveNet's 3x3 kernels of blocks 7-12 run dilated by 2 at output stride 8
+# MoveNet's input convention, which its pretrained backbone expects: RGB 0..255 -> [-1, 1],
+# (x / 255 - 0.5) / 0.5 = x / 127.5 - 1 (LDLCOpenPose.forward writes it out).
+MOVENET_MEAN_RGB = (0.5, 0.5, 0.5)
+MOVENET_STD_RGB = (0.5, 0.5, 0.5)
 
 VARIANTS = {
     "t2": dict(expansion=2, first_expansion=2),
@@ -55,13 +76,26 @@ VARIANTS = {
 }
 
 
-def tf_same_pad(x, kernel_size, stride, dilation=1):
+def tf_same_pad(x, kernel_size, stride, dilation=1, dynamic=False):
     """Zero-pad like TensorFlow 'SAME': an odd total puts the extra pixel at the bottom/right.
 
     Concatenating zeros rather than F.pad keeps the batch size known in a traced ONNX
     export, which CondConv's computed kernels need. The pad sizes are traced as
     constants: right for every size of the traced parity (H, W multiples of 8).
+    `dynamic` pads with F.pad instead, the sizes computed from the input's shape, which
+    a traced ONNX export records as shape arithmetic: right for any H and W (output
+    stride 32 would otherwise need multiples of 32), for networks without CondConv.
     """
+    if dynamic:
+        effective = (kernel_size - 1) * dilation + 1
+        if effective < stride:
+            raise ValueError("dynamic TF SAME padding needs a kernel at least as wide as the stride")
+        pads = []
+        for dim in (3, 2):  # F.pad lists the last dimension first
+            size = x.shape[dim]  # a traced value inside torch.onnx.export
+            total = effective - stride + (-size) % stride  # = max((ceil(size/s)-1)*s + eff - size, 0)
+            pads += [total // 2, total - total // 2]
+        return F.pad(x, pads)
     for dim in (2, 3):
         size = int(x.shape[dim])
         out = -(-size // stride)
@@ -73,7 +107,13 @@ def tf_same_pad(x, kernel_size, stride, dilation=1):
 
 
 class ConvBNAct(nn.Module):
-    """Conv -> BN (optional; the conv has a bias without it) -> activation (optional)."""
+    """Conv -> BN (optional; the conv has a bias without it) -> activation (optional).
+
+    `dynamic_pad` (set per instance, see MobileNetV2Backbone) selects tf_same_pad's
+    shape-following padding for stride-2 convolutions.
+    """
+
+    dynamic_pad = False
 
     def __init__(self, in_channels, out_channels, kernel_size=1, stride=1, dilation=1, groups=1,
                  bn=True, act=nn.ReLU):
@@ -87,7 +127,7 @@ class ConvBNAct(nn.Module):
 
     def forward(self, x):
         if self.stride > 1:
-            x = tf_same_pad(x, self.kernel_size, self.stride, self.dilation)
+            x = tf_same_pad(x, self.kernel_size, self.stride, self.dilation, self.dynamic_pad)
         return self.act(self.bn(self.conv(x)))
 
 
@@ -109,28 +149,42 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2Backbone(nn.Module):
-    """Stem + blocks 0..12 of MobileNetV2 at output stride 8; 96 channels out."""
+    """Stem + MobileNetV2 blocks; by default blocks 0..12 at output stride 8, 96 channels out.
 
-    def __init__(self, expansion, first_expansion, condconv_blocks, kernel_size, dilation,
-                 num_experts):
+    `blocks`: (out channels, stride, dilation) per block, e.g. MOBILENETV2_BLOCKS for the
+    plain stride-32 network; `final_channels` adds the final 1x1 conv + BN + ReLU6
+    (MobileNetV2's "Conv_1"); `dynamic_pad` makes every stride-2 conv pad from the input
+    size (any H, W in an ONNX export; not with CondConv blocks).
+    """
+
+    def __init__(self, expansion, first_expansion, condconv_blocks=(), kernel_size=7, dilation=2,
+                 num_experts=4, blocks=BACKBONE_BLOCKS, final_channels=None, dynamic_pad=False):
         super().__init__()
+        if dynamic_pad and condconv_blocks:
+            raise ValueError("dynamic padding is for networks without CondConv blocks")
         self.stem = ConvBNAct(3, STEM_CHANNELS, 3, stride=2, act=nn.ReLU6)
-        blocks, in_channels = [], STEM_CHANNELS
-        for index, (out_channels, stride, block_dilation) in enumerate(BACKBONE_BLOCKS):
+        layers, in_channels = [], STEM_CHANNELS
+        for index, (out_channels, stride, block_dilation) in enumerate(blocks):
             t = first_expansion if index == 0 else expansion
             if index in condconv_blocks:
                 if stride != 1:
                     raise ValueError(f"block {index} has stride {stride}; CondConv blocks are stride 1")
-                blocks.append(CondConvInvertedResidual(in_channels, out_channels, t, kernel_size,
+                layers.append(CondConvInvertedResidual(in_channels, out_channels, t, kernel_size,
                                                        dilation, num_experts))
             else:
-                blocks.append(InvertedResidual(in_channels, out_channels, t, stride, block_dilation))
+                layers.append(InvertedResidual(in_channels, out_channels, t, stride, block_dilation))
             in_channels = out_channels
-        self.blocks = nn.Sequential(*blocks)
-        self.out_channels = in_channels
+        self.blocks = nn.Sequential(*layers)
+        self.final = ConvBNAct(in_channels, final_channels, 1, act=nn.ReLU6) if final_channels else None
+        self.out_channels = final_channels or in_channels
+        if dynamic_pad:
+            for m in self.modules():
+                if isinstance(m, ConvBNAct):
+                    m.dynamic_pad = True
 
     def forward(self, x):
-        return self.blocks(self.stem(x))
+        x = self.blocks(self.stem(x))
+        return x if self.final is None else self.final(x)
 
 
 class Cpm(nn.Module):
@@ -234,13 +288,16 @@ def build_ldlc_openpose(variant: str, **options) -> LDLCOpenPose:
 
 # ------------------------------------------------------------- MoveNet initialisation
 
-def movenet_layer_names():
-    """(MoveNet layer name, backbone attribute path) for the stem and blocks 0..12."""
+def movenet_layer_names(num_blocks=len(BACKBONE_BLOCKS), final_conv=False):
+    """(MoveNet layer name, backbone attribute path) for the stem and blocks 0..num_blocks-1
+    (0..12 by default, the bottom-up backbone; up to 17), then "Conv_1" when `final_conv`."""
     names = [("Conv1", "stem")]
     names += [("expanded_conv_depthwise", "blocks.0.depthwise"),
               ("expanded_conv_project", "blocks.0.project")]
-    for i in range(1, len(BACKBONE_BLOCKS)):
+    for i in range(1, num_blocks):
         names += [(f"block_{i}_{part}", f"blocks.{i}.{part}") for part in ("expand", "depthwise", "project")]
+    if final_conv:
+        names.append(("Conv_1", "final"))
     return names
 
 
@@ -255,7 +312,9 @@ def _set_folded_bn(bn, offset):
 
 @torch.no_grad()
 def load_movenet_backbone(model, state, noise_std=1e-3, generator=None):
-    """Load a converted MoveNet Lightning backbone (tools/convert_movenet_backbone.py) into a "t6" model.
+    """Load a converted MoveNet Lightning backbone (tools/convert_movenet_backbone.py) into
+    `model.backbone`: a "t6" model (stem and blocks 0..12) or any other MobileNetV2Backbone
+    of expansion 6 (every block it has, and "Conv_1" when it has the final conv).
 
     `state` maps "<MoveNet layer>.weight" (OIHW) and "<MoveNet layer>.bias" (the folded
     BN offset) to tensors. CondConv blocks get the pretrained 3x3 kernel in every expert
@@ -263,7 +322,7 @@ def load_movenet_backbone(model, state, noise_std=1e-3, generator=None):
     they compute the pretrained function exactly when noise_std is 0.
     """
     backbone = model.backbone
-    for movenet_name, path in movenet_layer_names():
+    for movenet_name, path in movenet_layer_names(len(backbone.blocks), backbone.final is not None):
         layer = backbone.get_submodule(path)
         try:
             weight, offset = state[f"{movenet_name}.weight"].float(), state[f"{movenet_name}.bias"].float()

@@ -15,6 +15,10 @@ branches, so neither has one here (the code puts a ReLU in both).
 
 Input: float32 NCHW RGB 0..255, normalised inside with the ImageNet mean and std (spec 0.3).
 Output: heatmaps (B, 17, H/4, W/4), in training and in eval mode.
+
+`TopDownPoseNet` is the network around any stride-32 backbone: the head and attention
+here, the backbone given; `build_mobilenetv3_pose` gives it the paper's MobileNetV3,
+models/mobilenetv2_pose.py a MoveNet-initialised MobileNetV2.
 """
 import torch
 from torch import nn
@@ -135,15 +139,21 @@ class Attention(nn.Module):
         return x + x * channel + x * spatial
 
 
-class MobileNetV3Pose(nn.Module):
-    """Crop (B, 3, H, W) RGB 0..255 -> heatmaps (B, 17, H/4, W/4)."""
+class TopDownPoseNet(nn.Module):
+    """Crop (B, 3, H, W) RGB 0..255 -> heatmaps (B, 17, H/4, W/4).
 
-    def __init__(self, num_keypoints=NUM_KEYPOINTS):
+    `backbone`: a module from the normalised image to stride-32 features of
+    `backbone_channels` channels; `input_mean` and `input_std` (RGB, in 0..1 units) are the
+    normalisation its weights expect.
+    """
+
+    def __init__(self, backbone, backbone_channels, input_mean=IMAGENET_MEAN_RGB, input_std=IMAGENET_STD_RGB,
+                 num_keypoints=NUM_KEYPOINTS):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN_RGB).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD_RGB).view(1, 3, 1, 1) * 255, persistent=False)
-        self.backbone = MobileNetV3Large()
-        channels = [BACKBONE_OUT_CHANNELS] + [HEAD_CHANNELS] * HEAD_LAYERS
+        self.register_buffer("mean", torch.tensor(input_mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(input_std).view(1, 3, 1, 1) * 255, persistent=False)
+        self.backbone = backbone
+        channels = [backbone_channels] + [HEAD_CHANNELS] * HEAD_LAYERS
         self.deconv = nn.Sequential(*(DeconvLayer(a, b) for a, b in zip(channels, channels[1:])))
         self.attention = Attention(HEAD_CHANNELS)
         self.final = nn.Conv2d(HEAD_CHANNELS, num_keypoints, 1)
@@ -152,7 +162,7 @@ class MobileNetV3Pose(nn.Module):
     def _init_weights(self):
         # mmpose (spec 4.1, 4.2): Kaiming for the backbone convs; normal(0.001) for the head's
         # deconvs and final conv; BN weight 1, bias 0. The head's pointwise convs and the
-        # attention keep PyTorch's default init.
+        # attention keep PyTorch's default init. (A pretrained backbone is loaded afterwards.)
         for m in self.backbone.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -172,4 +182,5 @@ class MobileNetV3Pose(nn.Module):
 
 
 def build_mobilenetv3_pose():
-    return MobileNetV3Pose()
+    """The paper's network: MobileNetV3-Large (+ final conv to 960), ImageNet normalisation."""
+    return TopDownPoseNet(MobileNetV3Large(), BACKBONE_OUT_CHANNELS)

@@ -1,5 +1,7 @@
 """Training data of the bottom-up network: COCO-format sources, a per-source sampler and
 a collate function that only pads; the augmentation runs batched on the training device.
+The sources, the COCO reading and the sampler serve the top-down network's data too
+(train/topdown_data.py).
 
 A source is (annotation json, image dir, weight) in COCO keypoint format: the real COCO
 sets, or pseudo-labels (extra per-annotation fields such as "keypoint_scores" are
@@ -42,17 +44,22 @@ class ImageRecord:
     mains: list                # [(centre x, centre y, box height)] of the main persons
 
 
-def load_source(ann_file, image_dir):
-    """ImageRecords of one COCO-format keypoint file; images without a main person are
-    dropped (nothing to centre a crop on)."""
+def coco_images(ann_file):
+    """(image record, [its annotations]) of a COCO-format keypoint file, by image id."""
     with open(ann_file) as f:
         coco = json.load(f)
     by_image = {}
     for ann in coco.get("annotations", []):
         by_image.setdefault(ann["image_id"], []).append(ann)
+    return [(image, by_image.get(image["id"], [])) for image in sorted(coco["images"], key=lambda im: im["id"])]
+
+
+def load_source(ann_file, image_dir):
+    """ImageRecords of one COCO-format keypoint file; images without a main person are
+    dropped (nothing to centre a crop on)."""
     records = []
-    for image in sorted(coco["images"], key=lambda im: im["id"]):
-        record = _image_record(Path(image_dir) / image["file_name"], by_image.get(image["id"], []))
+    for image, anns in coco_images(ann_file):
+        record = _image_record(Path(image_dir) / image["file_name"], anns)
         if record.mains:
             records.append(record)
     return records
@@ -163,9 +170,11 @@ class SourceWeightedSampler(torch.utils.data.Sampler):
     w_s / sum(w) over the sources that have samples, then one of its samples uniformly.
     A source's share of the stream is thus its weight's share, whatever its size.
     The stream is a pure function of (seed, start), so a resumed run continues with
-    `start` = images already seen instead of replaying the same samples."""
+    `start` = images already seen instead of replaying the same samples. `numbered`
+    yields (index, position in the stream) instead, for datasets that seed their
+    augmentation with the position (the same crops whatever the number of workers)."""
 
-    def __init__(self, source_of_item, weights, seed=0, start=0):
+    def __init__(self, source_of_item, weights, seed=0, start=0, numbered=False):
         super().__init__()
         self.source_of_item = np.asarray(source_of_item)
         counts = np.bincount(self.source_of_item, minlength=len(weights))
@@ -175,14 +184,20 @@ class SourceWeightedSampler(torch.utils.data.Sampler):
         if weights.sum() <= 0:
             raise InputError("no training samples: every source is empty or has weight 0")
         self.probabilities = weights / weights.sum()
-        self.seed, self.start = seed, start
+        self.seed, self.start, self.numbered = seed, start, numbered
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.start])
+        position = self.start
         while True:
             sources = rng.choice(len(self.probabilities), size=1024, p=self.probabilities)
             within = (rng.random(1024) * self.counts[sources]).astype(np.int64)
-            yield from (self.offsets[sources] + within).tolist()
+            indices = (self.offsets[sources] + within).tolist()
+            if self.numbered:
+                yield from zip(indices, range(position, position + len(indices)))
+            else:
+                yield from indices
+            position += len(indices)
 
 
 def _worker_init(_):
@@ -192,12 +207,14 @@ def _worker_init(_):
     torch.set_num_threads(1)
 
 
-def make_loader(dataset, batch_size, workers=1, seed=0, start=0, pin_memory=False):
-    """Endless DataLoader of collated batches drawn with the sources' weights; workers
-    decode JPEGs and pad, nothing else."""
+def make_loader(dataset, batch_size, workers=1, seed=0, start=0, pin_memory=False, collate_fn=collate,
+                numbered=False):
+    """Endless DataLoader of collated batches drawn with the sources' weights; for the
+    bottom-up data, workers decode JPEGs and pad, nothing else. `collate_fn` and
+    `numbered` (see SourceWeightedSampler) serve other datasets."""
     weights = [source.weight for source in dataset.sources]
-    sampler = SourceWeightedSampler(dataset.source_of_item, weights, seed, start)
+    sampler = SourceWeightedSampler(dataset.source_of_item, weights, seed, start, numbered)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=workers,
+        dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn, num_workers=workers,
         worker_init_fn=_worker_init if workers else None, pin_memory=pin_memory,
         persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
