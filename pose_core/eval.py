@@ -162,19 +162,26 @@ def print_result(result):
     print(f"AP={result['AP']:.3f}")
 
 
-def main(argv=None):
+def coco_eval_parser(prog, doc, default_model, height_help):
+    """The options both evaluation commands share."""
     from .backends import BACKENDS
-    from .registry import DEFAULT_MODEL, load_pipeline
 
-    parser = argparse.ArgumentParser(prog="python -m pose_core.eval", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--ann", default=str(DEFAULT_ANN), help="COCO person keypoint json")
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    parser.add_argument("--model", default=default_model)
+    parser.add_argument("--ann", default=str(DEFAULT_ANN), help="COCO person annotation json")
     parser.add_argument("--images", default=None, help="image folder (default: 'images' next to --ann)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N image ids only")
     parser.add_argument("--backend", choices=BACKENDS, default="onnx")
-    parser.add_argument("--height", type=int, default=None, help="network input height")
+    parser.add_argument("--height", type=int, default=None, help=height_help)
     parser.add_argument("--weights", default=None, help="weights file instead of the registered one")
     parser.add_argument("--results", default=None, help="write the COCO result records here")
+    return parser
+
+
+def main(argv=None):
+    from .registry import DEFAULT_MODEL, load_pipeline
+
+    parser = coco_eval_parser("python -m pose_core.eval", __doc__, DEFAULT_MODEL, "network input height")
     parser.add_argument("--gt-boxes", action="store_true",
                         help="top-down models: crop the annotated person boxes instead of detecting "
                              "people (an upper bound)")

@@ -9,12 +9,11 @@ image, and ends with one line `AP=<value>`. The detector keeps up to EVAL_TOP_K 
 image down to EVAL_SCORE_THRESHOLD, as COCO box AP expects (the pipelines' defaults,
 person_detector.TOP_K and SCORE_THRESHOLD, trade recall for fewer crops).
 """
-import argparse
 import sys
 from pathlib import Path
 
 from .errors import PoseError
-from .eval import DEFAULT_ANN, PERSON_CATEGORY, print_result, run_coco_eval
+from .eval import PERSON_CATEGORY, coco_eval_parser, print_result, run_coco_eval
 
 EVAL_TOP_K = 100
 EVAL_SCORE_THRESHOLD = 0.01
@@ -38,19 +37,11 @@ def evaluate_detector(detector, ann_file, image_dir, limit=None, progress=True, 
 
 
 def main(argv=None):
-    from .backends import BACKENDS
     from .registry import DEFAULT_DETECTOR, load_detector
 
-    parser = argparse.ArgumentParser(prog="python -m pose_core.eval_detector", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=DEFAULT_DETECTOR, help="a registered detector")
-    parser.add_argument("--ann", default=str(DEFAULT_ANN), help="COCO person annotation json")
-    parser.add_argument("--images", default=None, help="image folder (default: 'images' next to --ann)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N image ids only")
-    parser.add_argument("--backend", choices=BACKENDS, default="onnx")
-    parser.add_argument("--height", type=int, default=None, help="longer input side (default: the model's)")
-    parser.add_argument("--weights", default=None, help="weights file instead of the registered one")
+    parser = coco_eval_parser("python -m pose_core.eval_detector", __doc__, DEFAULT_DETECTOR,
+                              "longer input side (default: the model's)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--results", default=None, help="write the COCO result records here")
     args = parser.parse_args(argv)
     image_dir = args.images or str(Path(args.ann).parent / "images")
     try:

@@ -84,14 +84,14 @@ MODELS = {spec.name: spec for spec in (
         name="mnv3-hwloss",
         kind="top-down",
         description="MobileNetV3 + light deconvolution head with attention, heatmap-weighting loss "
-                    "(Li & Xiang), 256x192 crops of ldlc-openpose-t6's people",
+                    "(Li & Xiang), 256x192 crops of the person detector's boxes",
         onnx_file="mnv3-hwloss.onnx", torch_file="mnv3-hwloss.pt",
         build=_build_mobilenetv3_pose, input_height=256, layout="coco17"),
     ModelSpec(
         name="mnv2-hwloss",
         kind="top-down",
         description="mnv3-hwloss's head, attention and loss on a MobileNetV2 backbone initialised "
-                    "from MoveNet Lightning, 256x192 crops of ldlc-openpose-t6's people",
+                    "from MoveNet Lightning, 256x192 crops of the person detector's boxes",
         onnx_file="mnv2-hwloss.onnx", torch_file="mnv2-hwloss.pt",
         build=_build_mobilenetv2_pose, input_height=256, layout="coco17"),
     ModelSpec(
