@@ -33,8 +33,9 @@ class OnnxRunner:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        # Idle worker threads must not spin after a run: a top-down frame alternates two
-        # sessions (detector, pose network), and a spinning one steals the other's cores.
+        # Idle worker threads must not spin after a run: they steal the two cores from the
+        # decode and encode threads and, in a top-down frame, from the other session
+        # (detector, pose network). Measured: 14.6 -> 18.5 fps bottom-up, 5.2 -> 8.3 top-down.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])

@@ -206,7 +206,8 @@ def process_stream(reader, processor, video_writer=None, keypoint_writers=(), ma
 def load_pipeline(args):
     options = {} if args.flip_test is None else {"flip_test": args.flip_test}
     if args.detector:
-        if registry.get_spec(args.model).kind != "top-down" or registry.get_spec(args.model).layout == "movenet":
+        spec = registry.get_spec(args.model)
+        if spec.kind != "top-down" or spec.layout == "movenet":
             raise PoseError(f"--detector is for the top-down models; {args.model} does not take a person detector")
         options["detector"] = args.detector
     return registry.load_pipeline(args.model, args.backend, args.height, weights=args.weights,

@@ -179,7 +179,7 @@ def coco_eval_parser(prog, doc, default_model, height_help):
 
 
 def main(argv=None):
-    from .registry import DEFAULT_MODEL, load_pipeline
+    from .registry import DEFAULT_MODEL, get_spec, load_pipeline
 
     parser = coco_eval_parser("python -m pose_core.eval", __doc__, DEFAULT_MODEL, "network input height")
     parser.add_argument("--gt-boxes", action="store_true",
@@ -195,29 +195,25 @@ def main(argv=None):
     args = parser.parse_args(argv)
     image_dir = args.images or str(Path(args.ann).parent / "images")
     try:
+        spec = get_spec(args.model)
         options = {}
         if args.flip_test is not None:
             options["flip_test"] = args.flip_test
         if args.upsample is not None:
-            from .registry import get_spec
-            if get_spec(args.model).kind != "bottom-up" or args.upsample < 1:
+            if spec.kind != "bottom-up" or args.upsample < 1:
                 raise InputError("--upsample takes a factor >= 1 and is for bottom-up models")
             options["upsample"] = args.upsample
         if args.detector and args.gt_boxes:
             raise InputError("--detector and --gt-boxes exclude each other")
         if args.detector:
-            from .registry import get_spec
-            if get_spec(args.model).kind != "top-down" or get_spec(args.model).layout == "movenet":
+            if spec.kind != "top-down" or spec.layout == "movenet":
                 raise InputError(f"--detector is for the top-down models; {args.model} does not take one")
             options["detector"] = args.detector
         if args.gt_boxes:
-            from .registry import get_spec
-            if get_spec(args.model).kind != "top-down":
-                raise InputError(f"--gt-boxes is for top-down models; {args.model} is {get_spec(args.model).kind}")
+            if spec.kind != "top-down" or spec.layout == "movenet":
+                raise InputError(f"--gt-boxes is for top-down models; {args.model} does not take a person detector")
             options["detector"] = GroundTruthBoxes(args.ann)
         pipeline = load_pipeline(args.model, args.backend, args.height, args.weights, **options)
-        if args.gt_boxes and getattr(pipeline, "detector", None) is not options["detector"]:
-            raise InputError(f"--gt-boxes: model {args.model} does not take a person detector")
         result = evaluate(pipeline, args.ann, image_dir, args.limit, results_file=args.results)
     except PoseError as exc:
         print(f"error: {exc}", file=sys.stderr)

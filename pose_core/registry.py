@@ -4,6 +4,7 @@ It fills `main.py --list-models` and the GUI dropdown, and builds pipelines.
 A model whose weights are missing is listed with the reason and refuses to run:
 nothing ever runs a random-initialised network for a user.
 """
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -198,6 +199,14 @@ def make_detector(detector=None, backend="onnx", threads=None):
                            f"or a bottom-up model")
 
 
+def _refuse_unknown_options(name, pipeline_class, options):
+    """A user's option that the model's pipeline does not take (--detector for a bottom-up
+    model, --upsample for a top-down one) is an error, not a traceback."""
+    unknown = [key for key in options if key not in inspect.signature(pipeline_class).parameters]
+    if unknown:
+        raise ModelUnavailable(f"model '{name}' takes no {', '.join(unknown)} option")
+
+
 def load_pipeline(name, backend="onnx", height=None, weights=None, threads=None, **options):
     """Build the frame -> People pipeline of a registered model."""
     spec = get_spec(name)
@@ -209,18 +218,20 @@ def load_pipeline(name, backend="onnx", height=None, weights=None, threads=None,
         if status != "ready":
             raise ModelUnavailable(f"model '{name}' cannot run: {status}")
     if spec.layout == "movenet":
-        if options:
+        if options:  # the teachers' pipelines take no options
             raise ModelUnavailable(f"model '{name}' takes no {', '.join(options)} option")
         from .teacher import build_pipeline
         return build_pipeline(spec, backend, height, weights, threads)
     runner = make_runner(spec, backend, weights, threads)
     if spec.kind == "bottom-up":
         from .bottomup import BottomUpPipeline
+        _refuse_unknown_options(name, BottomUpPipeline, options)
         return BottomUpPipeline(runner, height=height or spec.input_height, **options)
     if spec.kind == "top-down":
         # `height` is the crop height; `detector` (a callable frame -> boxes, scores, or a
         # registry name) defaults to make_detector's choice.
         from .topdown import TopDownPipeline
+        _refuse_unknown_options(name, TopDownPipeline, options)
         detector = make_detector(options.pop("detector", None), backend, threads)
         crop_height = height or spec.input_height
         return TopDownPipeline(detector, runner, (crop_height, crop_height * 3 // 4), **options)

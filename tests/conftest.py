@@ -1,4 +1,5 @@
 """Fixtures shared by the test files."""
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,13 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLIP = REPO_ROOT / "assets" / "vtest_people.mp4"
 PHOTO = REPO_ROOT / "assets" / "basketball.png"
+
+
+def write_coco_json(path, images, annotations):
+    """A COCO person-keypoint annotation file of these image and annotation records."""
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "person"}]}))
+    return path
 
 
 @pytest.fixture(scope="session")

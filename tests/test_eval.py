@@ -7,6 +7,7 @@ import pytest
 
 from pose_core.eval import GroundTruthBoxes, evaluate, main
 from pose_core.result import People
+from conftest import write_coco_json
 
 # image id -> (height, width); the fake pipelines recognise an image by its size.
 IMAGES = {1: (240, 320), 2: (200, 300)}
@@ -41,10 +42,7 @@ def coco_set(tmp_path):
                 "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
                 "area": float((x2 - x1) * (y2 - y1)), "num_keypoints": 17,
                 "keypoints": kp.reshape(-1).tolist()})
-    ann = tmp_path / "person_keypoints.json"
-    ann.write_text(json.dumps({"images": images, "annotations": annotations,
-                               "categories": [{"id": 1, "name": "person"}]}))
-    return ann, tmp_path
+    return write_coco_json(tmp_path / "person_keypoints.json", images, annotations), tmp_path
 
 
 def _pipeline_returning(keypoints_for_image):

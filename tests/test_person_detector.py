@@ -15,6 +15,7 @@ from pose_core.person_detector import (PersonDetector, decode_detections, letter
 torch = pytest.importorskip("torch")
 
 from pose_core.train.detector_data import render_targets  # noqa: E402
+from conftest import write_coco_json  # noqa: E402
 
 STRIDE = 8
 
@@ -192,10 +193,7 @@ def write_coco(folder, count=3, size=(96, 128)):
         images.append({"id": image_id, "file_name": f"{image_id}.png", "height": size[0], "width": size[1]})
     annotations.append({"id": 99, "image_id": 1, "category_id": 1, "iscrowd": 1, "num_keypoints": 0,
                         "bbox": [0, 0, 12, 12], "area": 144, "keypoints": [0] * 51})
-    ann = folder / "ann.json"
-    ann.write_text(json.dumps({"images": images, "annotations": annotations,
-                               "categories": [{"id": 1, "name": "person"}]}))
-    return ann
+    return write_coco_json(folder / "ann.json", images, annotations)
 
 
 def test_dataset_keeps_every_non_crowd_box_and_masks_crowds(tmp_path):
@@ -205,7 +203,7 @@ def test_dataset_keeps_every_non_crowd_box_and_masks_crowds(tmp_path):
     ann = write_coco(tmp_path)
     dataset = DetectorDataset([Source(str(ann), str(tmp_path / "images"))], size=128)
     assert len(dataset) == 3
-    assert len(dataset.records[0][1]) == 2 and len(dataset.records[0][2]) == 1
+    assert len(dataset.samples[0][1]) == 2 and len(dataset.samples[0][2]) == 1
     item = dataset.sample(0)          # the inference letterbox: scale 1, top-left
     assert item["image"].shape == (3, 128, 128) and item["reg_mask"].sum() == 2
     assert item["heat_weight"][0, 0, 0] == 0 and item["heat_weight"].sum() < 16 * 16

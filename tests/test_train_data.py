@@ -13,6 +13,7 @@ from pose_core.train import common, train_bottomup
 from pose_core.train.augment import PAD_RGB, affine_matrices, augment_batch, transform_keypoints, warp_images
 from pose_core.train.data import BottomUpDataset, Source, SourceWeightedSampler, collate, load_source
 from pose_core.train.targets import loss_mask_from_ignore
+from conftest import write_coco_json
 
 CROP = 64
 R_SHO, L_SHO = 2, 5
@@ -81,10 +82,7 @@ def write_coco(tmp_path, images, annotations, name="ann.json"):
     for image in images:
         cv2.imwrite(str(tmp_path / "images" / image["file_name"]),
                     np.full((image["height"], image["width"], 3), 90, np.uint8))
-    path = tmp_path / name
-    path.write_text(json.dumps({"images": images, "annotations": annotations,
-                                "categories": [{"id": 1, "name": "person"}]}))
-    return path
+    return write_coco_json(tmp_path / name, images, annotations)
 
 
 def standing_person(image_id, ann_id, x0=20, y0=10, scale=1.0):

@@ -16,6 +16,7 @@ from pose_core.train import train_topdown  # noqa: E402
 from pose_core.train.data import Source  # noqa: E402
 from pose_core.train.topdown_data import TopDownDataset  # noqa: E402
 from pose_core.train.topdown_targets import render_topdown_targets  # noqa: E402
+from conftest import write_coco_json  # noqa: E402
 
 NOSE, L_SHO, R_SHO = 0, 5, 6
 # Dot colours (BGR as written) and the RGB channel of the crop that shows them.
@@ -54,10 +55,7 @@ def write_coco(folder, people, size=(150, 110)):
                         "bbox": [0, 0, 10, 10], "area": 100.0, "keypoints": [0] * 51})
     annotations.append({"id": 91, "image_id": 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 0,
                         "bbox": [60, 60, 20, 40], "area": 800.0, "keypoints": [0] * 51})
-    ann = folder / "ann.json"
-    ann.write_text(json.dumps({"images": images, "annotations": annotations,
-                               "categories": [{"id": 1, "name": "person"}]}))
-    return ann
+    return write_coco_json(folder / "ann.json", images, annotations)
 
 
 @pytest.fixture
@@ -109,7 +107,7 @@ def test_targets_decode_to_the_annotation_through_the_inference_pipeline(coco):
     """Training crop -> targets -> TopDownPipeline's crop, decoding and inverse affine ->
     the annotated keypoints, within half a heatmap pixel: training and inference agree."""
     dataset = TopDownDataset([Source(str(coco[0]), str(coco[1]))], (256, 192), seed=1)
-    annotated = dataset.instances[0].keypoints
+    annotated = dataset.samples[0].keypoints
     frame = dataset.read_image(0)
     position = next(p for p in range(50) if not dataset.crop_params(0, np.random.default_rng([1, p]))[3]
                     and dataset.crop_params(0, np.random.default_rng([1, p]))[2] != 0)
@@ -125,7 +123,7 @@ def test_targets_decode_to_the_annotation_through_the_inference_pipeline(coco):
         assert np.hypot(*(back - annotated[:, :2]).T).max() <= tolerance
         if rng is None:  # the inference pipeline's own crop of the box, fed these targets
             runner = lambda batch: (targets.numpy(),)  # noqa: E731
-            box = dataset.instances[0].box[None]
+            box = dataset.samples[0].box[None]
             pipeline = TopDownPipeline(lambda f: (box, np.ones(1, np.float32)), runner, (256, 192),
                                        flip_test=False)
             people = pipeline(frame)

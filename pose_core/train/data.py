@@ -88,6 +88,33 @@ def _image_record(path, anns):
         [(cx, cy, h) for cx, cy, _, h in mains])
 
 
+class SeededSampleDataset(torch.utils.data.Dataset):
+    """Samples of all sources stored contiguously (`source_of_item` for the sampler), each
+    source's from load(source). An index is a sample number, or (sample number, stream
+    position) from SourceWeightedSampler(numbered=True): the position seeds the sample's
+    augmentation, so that a resumed run draws fresh crops whatever the worker count.
+    Subclasses define sample(index, rng); rng is None when `augment` is off.
+    """
+
+    def __init__(self, sources, load, seed=0, augment=True):
+        self.sources = list(sources)
+        self.seed, self.augment = seed, augment
+        self.samples, source_of_item = [], []
+        for index, source in enumerate(self.sources):
+            found = load(source)
+            self.samples += found
+            source_of_item += [index] * len(found)
+        self.source_of_item = np.asarray(source_of_item, np.int64)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, key):
+        index, position = key if isinstance(key, tuple) else (key, key)
+        rng = np.random.default_rng([self.seed, position]) if self.augment else None
+        return self.sample(index, rng)
+
+
 class BottomUpDataset(torch.utils.data.Dataset):
     """One sample per (image, main person) over all sources, sources stored contiguously.
 

@@ -34,7 +34,7 @@ import torch
 
 from ..bottomup import PAD_RGB
 from ..errors import InputError
-from .data import coco_images
+from .data import SeededSampleDataset, coco_images
 
 STRIDE = 8
 SCALE_RANGE = (0.6, 1.4)
@@ -120,36 +120,20 @@ def render_targets(boxes, ignore_boxes, input_size, stride=STRIDE):
             "heat_weight": heat_weight[None]}
 
 
-class DetectorDataset(torch.utils.data.Dataset):
-    """One sample per image over all sources, sources stored contiguously.
+class DetectorDataset(SeededSampleDataset):
+    """One sample per image over all sources: (path, boxes, crowd boxes) in `samples`.
 
-    An index is an image number, or (image number, stream position) from
-    SourceWeightedSampler(numbered=True); the position seeds the augmentation.
     `augment=False` gives the inference letterbox (longer side `size`, top-left).
     """
 
     def __init__(self, sources, size=320, seed=0, augment=True):
         if size % 32:
             raise InputError(f"detector input {size} must be a multiple of 32")
-        self.sources = list(sources)
-        self.size, self.seed, self.augment = int(size), seed, augment
-        self.records, source_of_item = [], []
-        for index, source in enumerate(self.sources):
-            found = load_images(source.ann_file, source.image_dir)
-            self.records += found
-            source_of_item += [index] * len(found)
-        self.source_of_item = np.asarray(source_of_item, np.int64)
-
-    def __len__(self):
-        return len(self.records)
-
-    def __getitem__(self, key):
-        index, position = key if isinstance(key, tuple) else (key, key)
-        rng = np.random.default_rng([self.seed, position]) if self.augment else None
-        return self.sample(index, rng)
+        self.size = int(size)
+        super().__init__(sources, lambda source: load_images(source.ann_file, source.image_dir), seed, augment)
 
     def sample(self, index, rng=None):
-        path, boxes, crowd = self.records[index]
+        path, boxes, crowd = self.samples[index]
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is None:
             raise InputError(f"cannot read training image {path}")
@@ -172,8 +156,7 @@ class DetectorDataset(torch.utils.data.Dataset):
         crowd = np.clip(crowd * scale + shift, 0, size)
         if flip:
             crop = crop[:, ::-1]
-            boxes = np.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], axis=1)
-            crowd = np.stack([size - crowd[:, 2], crowd[:, 1], size - crowd[:, 0], crowd[:, 3]], axis=1)
+            boxes, crowd = mirror_boxes(boxes, size), mirror_boxes(crowd, size)
         sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         small = sides < MIN_BOX_SIDE
         visible = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
@@ -186,6 +169,11 @@ class DetectorDataset(torch.utils.data.Dataset):
         item = {"image": torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))}
         item.update({k: torch.from_numpy(v) for k, v in targets.items()})
         return item
+
+
+def mirror_boxes(boxes, width):
+    """x1y1x2y2 boxes of an image of `width` mirrored left to right."""
+    return np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1)
 
 
 def colour_jitter(rgb, rng):

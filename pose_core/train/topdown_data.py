@@ -35,7 +35,7 @@ import torch
 from ..errors import InputError
 from ..skeleton import COCO_FLIP_INDEX, NUM_KEYPOINTS
 from ..topdown import apply_affine, box_to_center_size, crop_affine
-from .data import coco_images
+from .data import SeededSampleDataset, coco_images
 
 MIN_KEYPOINTS = 3
 # ICPR22w's configs (spec 0.3, 4.4)
@@ -81,35 +81,21 @@ def load_instances(ann_file, image_dir, paths):
     return instances
 
 
-class TopDownDataset(torch.utils.data.Dataset):
-    """One sample per person instance over all sources, sources stored contiguously.
+class TopDownDataset(SeededSampleDataset):
+    """One sample per person instance (an Instance in `samples`) over all sources.
 
-    `input_size` is the crop (H, W). An index is an instance number, or (instance number,
-    stream position) from SourceWeightedSampler(numbered=True); the position seeds the
-    augmentation. `augment=False` gives the inference crop of the annotated box.
+    `input_size` is the crop (H, W). `augment=False` gives the inference crop of the
+    annotated box.
     """
 
     def __init__(self, sources, input_size=(256, 192), seed=0, augment=True):
-        self.sources = list(sources)
         self.input_size = tuple(input_size)
-        self.seed, self.augment = seed, augment
-        self.paths, self.instances, source_of_item = [], [], []
-        for index, source in enumerate(self.sources):
-            found = load_instances(source.ann_file, source.image_dir, self.paths)
-            self.instances += found
-            source_of_item += [index] * len(found)
-        self.source_of_item = np.asarray(source_of_item, np.int64)
-
-    def __len__(self):
-        return len(self.instances)
-
-    def __getitem__(self, key):
-        index, position = key if isinstance(key, tuple) else (key, key)
-        rng = np.random.default_rng([self.seed, position]) if self.augment else None
-        return self.sample(index, rng)
+        self.paths = []  # image paths, shared by the instances of one image
+        super().__init__(sources, lambda source: load_instances(source.ann_file, source.image_dir, self.paths),
+                         seed, augment)
 
     def read_image(self, index):
-        path = self.paths[self.instances[index].image]
+        path = self.paths[self.samples[index].image]
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is None:
             raise InputError(f"cannot read training image {path}")
@@ -118,7 +104,7 @@ class TopDownDataset(torch.utils.data.Dataset):
     def crop_params(self, index, rng=None):
         """(centre (2,), source width of the crop, rotation in degrees, flip) of a sample;
         without `rng`, the inference crop of the box."""
-        inst = self.instances[index]
+        inst = self.samples[index]
         in_h, in_w = self.input_size
         aspect = in_w / in_h
         centers, sizes = box_to_center_size(inst.box[None], aspect)
@@ -147,7 +133,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         center, width, rotation, flip = self.crop_params(index, rng)
         affine = crop_affine(center, width, (in_w, in_h), rotation)
         crop = cv2.warpAffine(self.read_image(index), affine, (in_w, in_h), flags=cv2.INTER_LINEAR)
-        keypoints = self.instances[index].keypoints.copy()
+        keypoints = self.samples[index].keypoints.copy()
         keypoints[:, :2] = apply_affine(keypoints[:, :2], affine)
         keypoints[keypoints[:, 2] <= 0] = 0  # unlabelled: no position to carry
         if flip:
