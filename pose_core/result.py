@@ -6,6 +6,11 @@ import numpy as np
 
 from .skeleton import NUM_KEYPOINTS
 
+# People below this person score are left out of what users see and export (evaluation keeps
+# everyone): bottom-up grouping leaves limb fragments of 3-4 keypoints scored 0.02-0.1, while
+# the people every model finds on the bundled clip score 0.1 and more.
+MIN_PERSON_SCORE = 0.1
+
 
 @dataclass
 class People:
@@ -42,6 +47,10 @@ class People:
 
     def __len__(self):
         return len(self.keypoints)
+
+    def confident(self, min_score=MIN_PERSON_SCORE):
+        """The people whose person score is at least `min_score`."""
+        return self.select(self.scores >= min_score)
 
     def select(self, index):
         """The people at `index` (a boolean mask or integer indices)."""

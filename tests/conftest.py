@@ -47,6 +47,28 @@ def untrained_t6(tmp_path_factory):
     return weights
 
 
+def tf_same_conv(x, kernel, stride=1, dilation=1, depthwise=False):
+    """TensorFlow 'SAME' convolution of an H x W x C array in NumPy (float64), the reference
+    for converted tfjs layers: `kernel` HWIO, or H x W x C x 1 when `depthwise`. An odd total
+    padding puts the extra pixel at the bottom/right."""
+    kernel = kernel.astype(np.float64)
+    kh, kw = kernel.shape[:2]
+    out_shape, pads = [], []
+    for size, k in zip(x.shape[:2], (kh, kw)):
+        out = -(-size // stride)
+        total = max((out - 1) * stride + (k - 1) * dilation + 1 - size, 0)
+        out_shape.append(out)
+        pads.append((total // 2, total - total // 2))
+    xp = np.pad(x, pads + [(0, 0)])
+    y = 0.0
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[i * dilation:i * dilation + (out_shape[0] - 1) * stride + 1:stride,
+                       j * dilation:j * dilation + (out_shape[1] - 1) * stride + 1:stride]
+            y = y + (patch * kernel[i, j, :, 0] if depthwise else patch @ kernel[i, j])
+    return y
+
+
 def run_main(*args, cwd=None, timeout=120):
     """Run `main.py args` with this interpreter in a subprocess; returns CompletedProcess (text)."""
     return subprocess.run([sys.executable, str(REPO_ROOT / "main.py"), *map(str, args)], cwd=cwd,

@@ -2,11 +2,13 @@
 import json
 
 import cv2
+import numpy as np
 import pytest
 
 from conftest import CLIP, PHOTO, run_main, video_properties, write_video
 from pose_core import bench, cli, registry
-from pose_core.cli import main
+from pose_core.cli import FrameProcessor, main
+from pose_core.result import People
 from pose_core.video import open_video
 from pose_core.keypoint_export import SCHEMA_NAME, read_keypoint_export
 
@@ -89,6 +91,28 @@ def test_bench_reports_every_stage_of_the_cli_loop(untrained_t6, tmp_path, capsy
     assert "network" in capsys.readouterr().out
 
 
+def test_bench_on_generated_clips_reports_the_cost_per_person(tmp_path):
+    """The generated clips hold the asked number of people: the trained top-down model finds
+    them, and its network time is also given per person."""
+    out = tmp_path / "bench.json"
+    code = bench.main(["--model", "mnv2-hwloss", "--backend", "onnx", "--people", "1", "3", "--frames", "3",
+                       "--json", str(out)])
+    assert code == 0
+    one, three = json.loads(out.read_text())
+    assert (one["video"], three["video"]) == ("generated clip, 1 people", "generated clip, 3 people")
+    assert one["people_per_frame"] == 1 and three["people_per_frame"] == 3
+    assert three["network_ms_per_person"] == pytest.approx(
+        three["ms_per_frame"]["network"] / 3, abs=0.01)
+
+
+def test_generated_clip_people_sway(tmp_path):
+    bench.write_people_clip(tmp_path / "two.mp4", 2, frames=6)
+    with open_video(tmp_path / "two.mp4") as reader:
+        frames = [frame.astype(int) for frame in reader]
+    assert len(frames) == 6 and frames[0].shape == (480, 640, 3)
+    assert np.abs(frames[0] - frames[5]).mean() > 1, "the people move between frames"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--video", "a.mp4", "--image", "b.png"], "not allowed with"),
     (["--out", "x.mp4"], "one of the arguments"),
@@ -139,3 +163,11 @@ def test_camera_recording_is_kept_when_stopped_with_ctrl_c(untrained_t6, tmp_pat
                  "--weights", str(untrained_t6.onnx)]) == 0
     assert video_properties(out) == (3, (640, 480), 10.0)
     assert json.loads((tmp_path / "rec.json").read_text())["frames"] == 3
+
+
+def test_people_below_the_person_score_floor_are_left_out(tmp_path):
+    people = People(np.ones((3, 17, 3)), [0.05, 0.5, 0.1], np.zeros((3, 4)))
+    assert FrameProcessor(lambda frame: people, track=False, min_person_score=0.1)(
+        np.zeros((8, 8, 3), np.uint8), 0.0).scores.tolist() == pytest.approx([0.5, 0.1])
+    assert len(FrameProcessor(lambda frame: people, track=False, min_person_score=0.0)(
+        np.zeros((8, 8, 3), np.uint8), 0.0)) == 3

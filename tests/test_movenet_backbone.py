@@ -17,6 +17,7 @@ from pose_core.registry import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT))
 from tools.convert_movenet_backbone import LAYER_PREFIX, convert_backbone, main as convert_main  # noqa: E402
 from tools.tfjs_weights import load_tfjs_model  # noqa: E402
+from conftest import tf_same_conv  # noqa: E402
 
 MODEL_JSON = REPO_ROOT / "cache/npm/package/models/movenet-lightning.json"
 
@@ -35,23 +36,8 @@ def tf_conv(x, layer, tfjs, stride=1, dilation=1, act=True):
     """TF SAME conv (or depthwise conv) + folded-BN offset (+ ReLU6) on an H x W x C array."""
     depthwise = layer.endswith("depthwise")
     kind = "depthwise" if depthwise else "Conv2D"
-    w = tfjs[f"{LAYER_PREFIX}{layer}/{kind}_weights"].astype(np.float64)
-    offset = tfjs[f"{LAYER_PREFIX}{layer}/{kind}_bn_offset"]
-    kh, kw = w.shape[:2]
-    out_shape, pads = [], []
-    for size, k in zip(x.shape[:2], (kh, kw)):
-        out = -(-size // stride)
-        total = max((out - 1) * stride + (k - 1) * dilation + 1 - size, 0)
-        out_shape.append(out)
-        pads.append((total // 2, total - total // 2))
-    xp = np.pad(x, pads + [(0, 0)])
-    y = 0.0
-    for i in range(kh):
-        for j in range(kw):
-            patch = xp[i * dilation:i * dilation + (out_shape[0] - 1) * stride + 1:stride,
-                       j * dilation:j * dilation + (out_shape[1] - 1) * stride + 1:stride]
-            y = y + (patch * w[i, j, :, 0] if depthwise else patch @ w[i, j])
-    y = y + offset
+    y = tf_same_conv(x, tfjs[f"{LAYER_PREFIX}{layer}/{kind}_weights"], stride, dilation, depthwise)
+    y = y + tfjs[f"{LAYER_PREFIX}{layer}/{kind}_bn_offset"]
     return np.clip(y, 0, 6) if act else y
 
 

@@ -10,8 +10,6 @@ the stem, blocks 0..16 and the final 1x1 conv "Conv_1" (1280 channels).
 pose_core.models.bottomup.load_movenet_backbone loads what a network has of them: the
 stem and blocks 0..12 into the bottom-up "t6" model, all of them into "mnv2-hwloss".
 """
-import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -21,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from pose_core.models.bottomup import MOBILENETV2_BLOCKS, movenet_layer_names  # noqa: E402
-from tools.tfjs_weights import load_tfjs_model  # noqa: E402
+from tools.tfjs_weights import backbone_converter_main  # noqa: E402
 
 LAYER_PREFIX = "StatefulPartitionedCall/center_net_mobile_net_v2fpn_feature_extractor/model_1/model/"
 
@@ -43,21 +41,8 @@ def convert_backbone(tfjs_weights):
 
 
 def main(argv=None):
-    import torch
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-json", type=Path,
-                        default=REPO_ROOT / "cache/npm/package/models/movenet-lightning.json")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "cache/movenet_lightning_backbone.pt")
-    args = parser.parse_args(argv)
-    _, weights = load_tfjs_model(args.model_json)
-    state = convert_backbone(weights)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}: {len(state)} tensors, "
-          f"{sum(t.numel() for t in state.values()) / 1e6:.3f}M values")
+    backbone_converter_main(__doc__.splitlines()[0], REPO_ROOT / "cache/npm/package/models/movenet-lightning.json",
+                            REPO_ROOT / "cache/movenet_lightning_backbone.pt", convert_backbone, argv)
 
 
 if __name__ == "__main__":

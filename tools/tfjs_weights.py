@@ -1,10 +1,12 @@
 """Read the weights of a TensorFlow.js graph model (model.json + .bin shards).
 
-Used by the MoveNet converters (backbone initialisation and teacher). Weights are
+Used by the MoveNet and CenterNet converters (backbone initialisation and teacher). Weights are
 stored in the shards back to back, in `weightsManifest` order; float16-quantised
 float32 tensors are widened back to float32.
 """
+import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +36,21 @@ def load_tfjs_model(model_json):
         if offset != len(blob):
             raise ValueError(f"{model_json}: manifest covers {offset} bytes of {len(blob)}")
     return spec, weights
+
+
+def backbone_converter_main(description, default_json, default_out, convert_backbone, argv=None):
+    """The command line of a backbone converter: --model-json (tfjs) -> --out (.pt state dict
+    from `convert_backbone(tfjs weights)`), written atomically."""
+    import torch
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model-json", type=Path, default=default_json)
+    parser.add_argument("--out", type=Path, default=default_out)
+    args = parser.parse_args(argv)
+    _, weights = load_tfjs_model(args.model_json)
+    state = convert_backbone(weights)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}: {len(state)} tensors, {sum(t.numel() for t in state.values()) / 1e6:.3f}M values")

@@ -302,8 +302,9 @@ def movenet_layer_names(num_blocks=len(BACKBONE_BLOCKS), final_conv=False):
 
 
 @torch.no_grad()
-def _set_folded_bn(bn, offset):
-    """BN that computes x + offset in eval mode (MoveNet's BN is folded into its convs)."""
+def set_folded_bn(bn, offset):
+    """BN that computes x + offset in eval mode (a pretrained net's BN folded into its convs:
+    MoveNet's, CenterNet's)."""
     bn.weight.fill_(1.0)
     bn.bias.copy_(offset)
     bn.running_mean.zero_()
@@ -343,7 +344,7 @@ def load_movenet_backbone(model, state, noise_std=1e-3, generator=None):
                 layer.conv.init_from_static(weight, MOVENET_DILATION // block_dilation, noise_std, generator)
             except ValueError as exc:
                 raise WeightsError(f"MoveNet layer {movenet_name}: {exc}; use the t6 variant") from None
-        _set_folded_bn(layer.bn, offset)
+        set_folded_bn(layer.bn, offset)
     for block in backbone.blocks:
         if isinstance(block, CondConvInvertedResidual):
             block.routing.init_uniform_sum()

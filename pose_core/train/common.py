@@ -51,7 +51,9 @@ def training_parser(doc, model, sources_help, batch, lr, warmup_steps, crop_help
     p.add_argument("--source", action="append",
                    help="ANN_JSON:IMAGE_DIR:WEIGHT, repeatable; relative paths are looked up in "
                         f"--data-root, then in the repository (default: {sources_help})")
-    p.add_argument("--init-backbone", help="converted MoveNet Lightning backbone (.pt)")
+    p.add_argument("--init-backbone", help="converted pretrained backbone (.pt): MoveNet Lightning's "
+                                           "(cache/movenet_lightning_backbone.pt) or, for mnv3-hwloss-w075, "
+                                           "CenterNet's (cache/centernet_mnv3_backbone.pt)")
     p.add_argument("--crop", type=int, default=256, help=crop_help)
     p.add_argument("--batch", type=int, default=batch)
     p.add_argument("--lr", type=float, default=lr, help="learning rate of the new layers")
@@ -108,11 +110,15 @@ def _find(path, data_root):
 
 
 def build_model(name, init_backbone=None):
+    """The registered network; `init_backbone`: a converted pretrained backbone file, CenterNet's
+    for a MobileNetV3 backbone (tools/convert_centernet_backbone.py), else MoveNet Lightning's."""
     model = get_spec(name).build()
     if init_backbone:
         from ..models.bottomup import load_movenet_backbone
+        from ..models.mobilenetv3_pose import MobileNetV3Large, load_centernet_backbone
         state = torch.load(init_backbone, map_location="cpu", weights_only=True)
-        load_movenet_backbone(model, state)
+        load = load_centernet_backbone if isinstance(model.backbone, MobileNetV3Large) else load_movenet_backbone
+        load(model, state)
     return model
 
 

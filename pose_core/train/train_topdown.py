@@ -1,4 +1,4 @@
-"""Resumable training of the top-down networks (mnv2-hwloss, mnv3-hwloss).
+"""Resumable training of the top-down networks (mnv2-hwloss, mnv3-hwloss, mnv3-hwloss-w075).
 
     python -m pose_core.train.train_topdown --model mnv2-hwloss \
         --init-backbone cache/movenet_lightning_backbone.pt --minutes 600 \
@@ -14,8 +14,9 @@ loss (Li & Xiang), mean over batch, keypoints and pixels of ((pred - gt) w_k)^2 
 
 Schedule: the paper uses Adam 5e-4, batch 64, 500 warm-up iterations, 210 epochs on a GPU.
 Here AdamW at --lr for the head (5e-4), --lr x --backbone-lr-mult (0.2) for a
-MoveNet-initialised backbone, whose BatchNorm statistics stay frozen (MoveNet's BN is folded
-into identity statistics); warm-up over --warmup-steps, then a cosine to 5% over the planned
+MoveNet- or CenterNet-initialised backbone (--init-backbone; mnv3-hwloss-w075 takes
+cache/centernet_mnv3_backbone.pt), whose BatchNorm statistics stay frozen (the pretrained
+BN is folded into identity statistics); warm-up over --warmup-steps, then a cosine to 5% over the planned
 run. The loop, checkpoints (--ckpt every --ckpt-minutes, at the end and on SIGINT/SIGTERM),
 --resume-weights, --save-weights (fp16) and the CSV log are train/common.py's, shared with
 train_bottomup. --eval-every-minutes logs AP on the first --eval-limit coco_val_dev images
