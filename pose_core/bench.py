@@ -134,8 +134,7 @@ def main(argv=None):
     p.add_argument("--height", type=int, help="network input height (default: each model's)")
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--threads", type=int, help="inference threads (default: all cores)")
-    p.add_argument("--precision", choices=registry.PRECISIONS, default=registry.DEFAULT_PRECISION,
-                   help="ONNX Runtime: a model's int8 file when it has one (default), or fp32")
+    registry.add_precision_argument(p)
     p.add_argument("--weights", help="weights file for a single --model and --backend (e.g. an untrained export)")
     p.add_argument("--no-track", action="store_true")
     p.add_argument("--no-smooth", action="store_true")

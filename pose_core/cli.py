@@ -55,8 +55,7 @@ def build_parser():
     p.add_argument("--model", default=registry.DEFAULT_MODEL, help=f"default {registry.DEFAULT_MODEL}")
     p.add_argument("--weights", metavar="PATH", help="use this weights file instead of the registered one")
     p.add_argument("--backend", choices=BACKENDS, default="onnx")
-    p.add_argument("--precision", choices=registry.PRECISIONS, default=registry.DEFAULT_PRECISION,
-                   help="ONNX Runtime: a model's int8 file when it has one (default), or fp32")
+    registry.add_precision_argument(p)
     p.add_argument("--height", type=int, metavar="H", help="network input height (default: the model's)")
     p.add_argument("--threads", type=int, metavar="N", help="inference threads (default: all cores)")
     p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,

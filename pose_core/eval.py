@@ -165,7 +165,7 @@ def print_result(result):
 def coco_eval_parser(prog, doc, default_model, height_help):
     """The options both evaluation commands share."""
     from .backends import BACKENDS
-    from .registry import DEFAULT_PRECISION, PRECISIONS
+    from .registry import add_precision_argument
 
     parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     parser.add_argument("--model", default=default_model)
@@ -175,9 +175,22 @@ def coco_eval_parser(prog, doc, default_model, height_help):
     parser.add_argument("--backend", choices=BACKENDS, default="onnx")
     parser.add_argument("--height", type=int, default=None, help=height_help)
     parser.add_argument("--weights", default=None, help="weights file instead of the registered one")
-    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION, help="ONNX Runtime: a model's int8 file when it has one (default), or fp32")
+    add_precision_argument(parser)
     parser.add_argument("--results", default=None, help="write the COCO result records here")
     return parser
+
+
+def run_eval_command(args, evaluate_in):
+    """The tail both evaluation commands share: `evaluate_in(image_dir)` -> result dict, printed
+    with print_result; a PoseError is one `error:` line and exit code 2."""
+    image_dir = args.images or str(Path(args.ann).parent / "images")
+    try:
+        result = evaluate_in(image_dir)
+    except PoseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_result(result)
+    return 0
 
 
 def main(argv=None):
@@ -195,8 +208,8 @@ def main(argv=None):
     parser.add_argument("--upsample", type=int, default=None,
                         help="bottom-up: map upsampling before peak finding (1: sub-cell peaks on the grid)")
     args = parser.parse_args(argv)
-    image_dir = args.images or str(Path(args.ann).parent / "images")
-    try:
+
+    def evaluate_in(image_dir):
         spec = get_spec(args.model)
         options = {}
         if args.flip_test is not None:
@@ -217,12 +230,9 @@ def main(argv=None):
             options["detector"] = GroundTruthBoxes(args.ann)
         pipeline = load_pipeline(args.model, args.backend, args.height, args.weights, precision=args.precision,
                                  **options)
-        result = evaluate(pipeline, args.ann, image_dir, args.limit, results_file=args.results)
-    except PoseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print_result(result)
-    return 0
+        return evaluate(pipeline, args.ann, image_dir, args.limit, results_file=args.results)
+
+    return run_eval_command(args, evaluate_in)
 
 
 if __name__ == "__main__":

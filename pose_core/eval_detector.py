@@ -10,10 +10,8 @@ image down to EVAL_SCORE_THRESHOLD, as COCO box AP expects (the pipelines' defau
 person_detector.TOP_K and SCORE_THRESHOLD, trade recall for fewer crops).
 """
 import sys
-from pathlib import Path
 
-from .errors import PoseError
-from .eval import PERSON_CATEGORY, coco_eval_parser, print_result, run_coco_eval
+from .eval import PERSON_CATEGORY, coco_eval_parser, run_coco_eval, run_eval_command
 
 EVAL_TOP_K = 100
 EVAL_SCORE_THRESHOLD = 0.01
@@ -43,16 +41,13 @@ def main(argv=None):
                               "longer input side (default: the model's)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    image_dir = args.images or str(Path(args.ann).parent / "images")
-    try:
+
+    def evaluate_in(image_dir):
         detector = load_detector(args.model, args.backend, args.height, args.weights, args.threads, args.precision,
                                  top_k=EVAL_TOP_K, score_threshold=EVAL_SCORE_THRESHOLD)
-        result = evaluate_detector(detector, args.ann, image_dir, args.limit, results_file=args.results)
-    except PoseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print_result(result)
-    return 0
+        return evaluate_detector(detector, args.ann, image_dir, args.limit, results_file=args.results)
+
+    return run_eval_command(args, evaluate_in)
 
 
 if __name__ == "__main__":

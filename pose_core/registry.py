@@ -146,6 +146,12 @@ PRECISIONS = ("int8", "fp32")
 DEFAULT_PRECISION = "int8"
 
 
+def add_precision_argument(parser):
+    """The --precision option of the commands that run models (main.py, bench, the evals)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                        help="ONNX Runtime: a model's int8 file when it has one (default), or fp32")
+
+
 def get_spec(name):
     try:
         return MODELS[name]

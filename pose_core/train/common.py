@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, PoseError
+from ..eval import DEFAULT_DATA_ROOT
 from ..registry import REPO_ROOT, WEIGHTS_DIR, get_spec
 from .data import Source, collate, make_loader
 
@@ -38,8 +39,6 @@ DEFAULT_SOURCES = (
     "coco_mini_train/person_keypoints.json:coco_mini_train/images:0.03",
 )
 
-
-DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 
 
 def training_parser(doc, model, sources_help, batch, lr, warmup_steps, crop_help="crop side"):
