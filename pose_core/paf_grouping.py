@@ -33,7 +33,7 @@ MIN_VALID_FRACTION = 0.8
 MIN_PERSON_KEYPOINTS = 3
 MIN_PERSON_MEAN_SCORE = 0.2
 # The last two grouping limbs (ear-shoulder) only fill slots that are still empty.
-FILL_ONLY_LIMBS = frozenset(range(len(OPENPOSE_GROUPING_ORDER) - 2, len(OPENPOSE_GROUPING_ORDER)))
+FIRST_FILL_ONLY_LIMB = len(OPENPOSE_GROUPING_ORDER) - 2
 
 _CROSS = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=np.uint8)  # the 4 neighbours
 _LIMB_A = np.array([a for a, _ in OPENPOSE_GROUPING_ORDER])
@@ -76,19 +76,24 @@ def find_peaks(heatmaps, threshold=PEAK_THRESHOLD, min_distance=PEAK_MIN_DISTANC
 
 
 def _suppress_close(xs, ys, types, min_distance):
-    """Greedy suppression within each type, in the given (descending score) order."""
+    """Greedy suppression within each type, in the given (descending score) order:
+    visiting peaks in that order, a peak still kept drops the weaker ones close to it."""
     keep = np.ones(len(xs), dtype=bool)
     bounds = np.searchsorted(types, np.arange(NUM_OPENPOSE_KEYPOINTS + 1))
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        if stop - start < 2:
-            continue
-        x, y = xs[start:stop].astype(np.float32), ys[start:stop].astype(np.float32)
-        close = (x[:, None] - x) ** 2 + (y[:, None] - y) ** 2 < min_distance ** 2
-        close = np.triu(close, 1)                  # a peak only suppresses weaker ones
-        block = keep[start:stop]
-        for i in np.flatnonzero(close.any(1)):     # peaks with a close weaker peak: few
-            if block[i]:
-                block[close[i]] = False
+    most = np.diff(bounds).max(initial=0)
+    if most < 2:
+        return keep
+    # All types at once on a (type, rank) grid, NaN where a type has fewer peaks.
+    rank = np.arange(len(xs)) - bounds[types]
+    grid_x = np.full((NUM_OPENPOSE_KEYPOINTS, most), np.nan, np.float32)
+    grid_y = grid_x.copy()
+    grid_x[types, rank], grid_y[types, rank] = xs, ys
+    distance2 = (grid_x[:, :, None] - grid_x[:, None]) ** 2 + (grid_y[:, :, None] - grid_y[:, None]) ** 2
+    close_type, stronger, weaker = np.nonzero(np.triu(distance2 < min_distance ** 2, 1))
+    # Close pairs are few; nonzero lists them by type, then by the stronger peak's rank.
+    for i, j in zip((bounds[close_type] + stronger).tolist(), (bounds[close_type] + weaker).tolist()):
+        if keep[i]:
+            keep[j] = False
     return keep
 
 
@@ -122,6 +127,14 @@ def group_people(peaks, pafs, upsample=1, min_paf_score=MIN_PAF_SCORE):
     zeros for missing keypoints, and person scores (N,) float32), sorted by
     descending person score.
 
+    The original walks the limbs in order and adds each connection to the person
+    that already holds its first keypoint, else starts a new person. Its limb order
+    walks a tree from the neck (a keypoint's parent limb comes before its child
+    limbs) and a peak is the second keypoint of at most one connection, so its
+    people are exactly the connected components of the connections of the 17 tree
+    limbs: found here at once by pointer jumping, not limb by limb. The ear-shoulder
+    limbs then only fill empty slots, as in the original.
+
     Person score: Lightweight OpenPose ranks people by `score_sum * (count - 1)`,
     which is unbounded. Here it is the mean of the person's keypoint and limb scores
     (score_sum / (2 * count - 1), clipped to [0, 1]) times count / 18, so it lies in
@@ -131,41 +144,43 @@ def group_people(peaks, pafs, upsample=1, min_paf_score=MIN_PAF_SCORE):
     peaks = np.asarray(peaks, dtype=np.float32).reshape(-1, 4)
     peaks = peaks[np.argsort(peaks[:, 3], kind="stable")]
     bounds = np.searchsorted(peaks[:, 3], np.arange(NUM_OPENPOSE_KEYPOINTS + 1))
-    limb_pairs = _all_limb_affinities(peaks, bounds, pafs, upsample, min_paf_score)
+    limb, conn_a, conn_b, conn_score = _limb_connections(peaks, bounds, pafs, upsample, min_paf_score)
 
-    # Every entry is created with a type-b peak no other entry was created with,
-    # so there are at most as many entries as peaks.
-    entries = np.full((len(peaks), NUM_OPENPOSE_KEYPOINTS), -1, dtype=np.int64)  # peak id per slot
-    score_sum = np.zeros(len(peaks), dtype=np.float64)
-    count = np.zeros(len(peaks), dtype=np.int64)
-    num = 0
-    for k, (affinity, first_a, first_b) in enumerate(limb_pairs):
-        if affinity is None:
-            continue
-        type_a, type_b = _LIMB_A[k], _LIMB_B[k]
-        rows, cols = _match_greedy(affinity)
-        conn_a, conn_b, conn_score = first_a + rows, first_b + cols, affinity[rows, cols]
-        live = entries[:num]
-        has_a = live[:, type_a, None] == conn_a             # (E, C): at most one True per column
-        if k in FILL_ONLY_LIMBS:
-            has_b = live[:, type_b, None] == conn_b
-            e, c = np.nonzero(has_a & (live[:, type_b, None] < 0))
-            live[e, type_b] = conn_b[c]
-            e, c = np.nonzero(has_b & (live[:, type_a, None] < 0))
-            live[e, type_a] = conn_a[c]
-            continue
-        e, c = np.nonzero(has_a)
-        live[e, type_b] = conn_b[c]
-        count[e] += 1
-        score_sum[e] += peaks[conn_b[c], 2] + conn_score[c]
-        new = ~has_a.any(0)
-        end = num + int(new.sum())
-        entries[num:end, type_a], entries[num:end, type_b] = conn_a[new], conn_b[new]
-        score_sum[num:end] = peaks[conn_a[new], 2] + peaks[conn_b[new], 2] + conn_score[new]
-        count[num:end] = 2
-        num = end
+    tree = limb < FIRST_FILL_ONLY_LIMB
+    tree_a, tree_b = conn_a[tree], conn_b[tree]
+    root = np.arange(len(peaks))
+    root[tree_b] = tree_a
+    while True:  # pointer jumping: the tree is 3 limbs deep, so this ends within 3 rounds
+        jumped = root[root]
+        if np.array_equal(jumped, root):
+            break
+        root = jumped
+    # One person per root, numbered in the order the original creates them: by its
+    # first connection (connections come by limb, then in the order they were matched).
+    roots, first_connection = np.unique(root[tree_a], return_index=True)
+    roots = roots[np.argsort(first_connection)]
+    person_of_root = np.full(len(peaks), -1)
+    person_of_root[roots] = np.arange(len(roots))
+    members = np.zeros(len(peaks), dtype=bool)
+    members[tree_a] = members[tree_b] = True
+    members = np.flatnonzero(members)
+    person = person_of_root[root[members]]
+    count = np.bincount(person, minlength=len(roots))
+    score_sum = (np.bincount(person, peaks[members, 2].astype(np.float64), len(roots))
+                 + np.bincount(person_of_root[root[tree_a]], conn_score[tree], len(roots)))
+    entries = np.full((len(roots), NUM_OPENPOSE_KEYPOINTS), -1, dtype=np.int64)  # peak id per slot
+    entries[person, peaks[members, 3].astype(np.int64)] = members
 
-    entries, score_sum, count = entries[:num], score_sum[:num], count[:num]
+    for k in range(FIRST_FILL_ONLY_LIMB, len(OPENPOSE_GROUPING_ORDER)):
+        type_a, type_b, of_limb = _LIMB_A[k], _LIMB_B[k], limb == k
+        fill_a, fill_b = conn_a[of_limb], conn_b[of_limb]
+        has_a = entries[:, type_a, None] == fill_a             # (E, C): at most one True per column
+        has_b = entries[:, type_b, None] == fill_b
+        e, c = np.nonzero(has_a & (entries[:, type_b, None] < 0))
+        entries[e, type_b] = fill_b[c]
+        e, c = np.nonzero(has_b & (entries[:, type_a, None] < 0))
+        entries[e, type_a] = fill_a[c]
+
     good = (count >= MIN_PERSON_KEYPOINTS) & (score_sum >= MIN_PERSON_MEAN_SCORE * count)
     entries, score_sum, count = entries[good], score_sum[good], count[good]
     person_scores = np.clip(score_sum / np.maximum(2 * count - 1, 1), 0, 1) * count / NUM_OPENPOSE_KEYPOINTS
@@ -178,12 +193,12 @@ def group_people(peaks, pafs, upsample=1, min_paf_score=MIN_PAF_SCORE):
     return keypoints, person_scores.astype(np.float32)
 
 
-def _all_limb_affinities(peaks, bounds, pafs, upsample, min_paf_score):
-    """Score every candidate pair of every limb in one pass.
+def _limb_connections(peaks, bounds, pafs, upsample, min_paf_score):
+    """Score every candidate pair of every limb in one pass, then match them.
 
-    Returns, per grouping limb, (affinity (n_a, n_b) with -inf for rejected pairs,
-    id of the first type-a peak, id of the first type-b peak), or (None, 0, 0)
-    when the limb has no accepted pair.
+    Returns the connections as arrays (limb, peak id a, peak id b, affinity), ordered
+    by limb and, within a limb, by descending affinity (the order the original
+    visits them).
     """
     counts = np.diff(bounds)
     n_a, n_b = counts[_LIMB_A], counts[_LIMB_B]
@@ -205,12 +220,12 @@ def _all_limb_affinities(peaks, bounds, pafs, upsample, min_paf_score):
     valid = scores > min_paf_score
     num_valid = valid.sum(-1)
     affinity = np.where(valid, scores, 0).sum(-1) / np.maximum(num_valid, 1)
-    accepted = (affinity > 0) & (num_valid > MIN_VALID_FRACTION * SAMPLES_PER_LIMB)
-    affinity = np.where(accepted, affinity, -np.inf)
-    accepted_per_limb = np.bincount(limb[accepted], minlength=len(_LIMB_A))
-
-    return [(affinity[offsets[k]:offsets[k + 1]].reshape(n_a[k], n_b[k]), bounds[_LIMB_A[k]], bounds[_LIMB_B[k]])
-            if accepted_per_limb[k] else (None, 0, 0) for k in range(len(_LIMB_A))]
+    accepted = np.flatnonzero((affinity > 0) & (num_valid > MIN_VALID_FRACTION * SAMPLES_PER_LIMB))
+    limb, ids_a, ids_b, affinity = limb[accepted], ids_a[accepted], ids_b[accepted], affinity[accepted]
+    # Matching is one-to-one within a limb: a peak is a different row in each limb.
+    taken = _match_greedy(limb * len(peaks) + ids_a, limb * len(peaks) + ids_b, affinity)
+    taken = taken[np.argsort(limb[taken], kind="stable")]
+    return limb[taken], ids_a[taken], ids_b[taken], affinity[taken]
 
 
 def _sample_pafs(pafs, x, y, paf_limb, upsample):
@@ -222,6 +237,11 @@ def _sample_pafs(pafs, x, y, paf_limb, upsample):
     if x.size == 0:
         return np.zeros(x.shape, np.float32), np.zeros(x.shape, np.float32)
     _, h, w = pafs.shape
+    if upsample == 1:
+        # At whole grid points the cubic kernel weighs the sample alone: a plain gather.
+        index = (2 * paf_limb[:, None] * h + y.astype(np.intp)) * w + x.astype(np.intp)
+        flat = np.asarray(pafs, np.float32).reshape(-1)
+        return flat.take(index), flat.take(index + h * w)
     # One remap call for all channels: the maps stacked vertically, each with 2
     # replicated rows above and below (the reach of the cubic kernel).
     stacked = np.pad(np.asarray(pafs, np.float32), ((0, 0), (2, 2), (0, 0)), mode="edge").reshape(-1, w)
@@ -238,27 +258,32 @@ def _sample_pafs(pafs, x, y, paf_limb, upsample):
     return values[:n].reshape(x.shape), values[n:2 * n].reshape(x.shape)
 
 
-def _match_greedy(affinity):
-    """Greedy one-to-one matching by descending affinity, as (rows, cols).
+def _match_greedy(rows, cols, affinity):
+    """Greedy one-to-one matching of candidate pairs (row key, column key, affinity):
+    visiting pairs by descending affinity, a pair is taken when neither its row nor its
+    column is taken yet. Returns the indices of the taken pairs in that visiting order.
 
-    A pair that is the best of both its row and its column among the pairs left
-    is the one greedy picks next in its row and column, so each round takes all
-    such pairs at once; rounds repeat until no accepted pair is left.
+    A pair that comes first in both its row and its column among the pairs left is
+    one greedy takes, so each round takes all such pairs at once; rounds repeat until
+    no pair is left.
     """
-    affinity = affinity.copy()
-    row_idx = np.arange(len(affinity))
-    rows, cols = [], []
-    while True:
-        best_col = affinity.argmax(1)
-        mutual = (affinity.argmax(0)[best_col] == row_idx) & np.isfinite(affinity[row_idx, best_col])
-        if not mutual.any():
-            break
-        r, c = row_idx[mutual], best_col[mutual]
-        rows.append(r)
-        cols.append(c)
-        affinity[r, :] = -np.inf
-        affinity[:, c] = -np.inf
-    return np.concatenate(rows), np.concatenate(cols)
+    order = np.argsort(-affinity, kind="stable")
+    rows, cols = rows[order], cols[order]
+    row_free = np.ones(rows.max(initial=-1) + 1, dtype=bool)
+    col_free = np.ones(cols.max(initial=-1) + 1, dtype=bool)
+    left, taken = np.arange(len(order)), []
+    while len(left):
+        r, c, position = rows[left], cols[left], np.arange(len(left))
+        first_in_row = np.full(len(row_free), len(left))
+        first_in_col = np.full(len(col_free), len(left))
+        np.minimum.at(first_in_row, r, position)
+        np.minimum.at(first_in_col, c, position)
+        pick = (first_in_row[r] == position) & (first_in_col[c] == position)
+        taken.append(left[pick])
+        row_free[r[pick]] = False
+        col_free[c[pick]] = False
+        left = left[row_free[r] & col_free[c]]
+    return order[np.sort(np.concatenate(taken))] if taken else order[:0]
 
 
 def upsample_maps(maps, factor):

@@ -59,12 +59,10 @@ class People:
 
 
 def boxes_from_keypoints(keypoints, min_score=0.0):
-    """(N, 17, 3) -> (N, 4) tight x1y1x2y2 boxes over keypoints with score > min_score."""
-    keypoints = np.asarray(keypoints, dtype=np.float32)
-    boxes = np.zeros((len(keypoints), 4), dtype=np.float32)
-    for i, kp in enumerate(keypoints):
-        pts = kp[kp[:, 2] > min_score, :2]
-        if len(pts):
-            boxes[i, :2] = pts.min(0)
-            boxes[i, 2:] = pts.max(0)
-    return boxes
+    """(N, 17, 3) -> (N, 4) tight x1y1x2y2 boxes over keypoints with score > min_score
+    (zeros for a person with none)."""
+    keypoints = np.asarray(keypoints, dtype=np.float32).reshape(-1, NUM_KEYPOINTS, 3)
+    present = keypoints[..., 2:] > min_score
+    corners = np.concatenate([np.where(present, keypoints[..., :2], np.inf).min(1),
+                              np.where(present, keypoints[..., :2], -np.inf).max(1)], axis=1)
+    return np.where(present.any(1), corners, 0).astype(np.float32)

@@ -35,12 +35,15 @@ def test_grouping_order_is_a_permutation_of_the_paf_limbs():
 
 
 def test_people_boxes_enclose_confident_keypoints_only():
-    kp = np.zeros((1, 17, 3), np.float32)
+    kp = np.zeros((3, 17, 3), np.float32)
     kp[0, 0] = (10, 5, 0.9)
     kp[0, 1] = (50, 60, 0.8)
     kp[0, 2] = (500, 500, 0.05)
-    people = People.from_keypoints(kp, [0.7], min_score=0.1)
-    assert np.allclose(people.boxes[0], (10, 5, 50, 60))
+    kp[1, 3] = (7, 8, 0.5)                       # one keypoint: a point box
+    kp[2, 4] = (300, 300, 0.1)                   # none above min_score: zeros
+    people = People.from_keypoints(kp, [0.7, 0.6, 0.5], min_score=0.1)
+    assert np.allclose(people.boxes, [(10, 5, 50, 60), (7, 8, 7, 8), (0, 0, 0, 0)])
+    assert people.boxes.dtype == np.float32
     assert len(People.empty()) == 0
-    sel = people.select(np.array([False]))
+    sel = people.select(np.zeros(3, bool))
     assert len(sel) == 0 and sel.keypoints.shape == (0, 17, 3)

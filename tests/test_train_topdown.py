@@ -211,6 +211,22 @@ def test_training_script_runs_evaluates_checkpoints_and_resumes(coco, tmp_path):
                             "--data-root", str(data_root)])
 
 
+def test_keep_best_writes_weights_only_when_an_evaluation_beats_the_best(coco, tmp_path, monkeypatch):
+    ann, images = coco
+    ckpt, weights = tmp_path / "run.ckpt", tmp_path / "w.pt"
+    common = ["--model", "mnv2-hwloss", "--source", f"{ann}:{images}:1", "--crop", "128", "--batch", "2",
+              "--workers", "0", "--ckpt", str(ckpt), "--log", str(tmp_path / "log.csv"),
+              "--save-weights", str(weights), "--threads", "1", "--eval-every-minutes", "1e-9",
+              "--init-backbone", str(fake_movenet_backbone(tmp_path / "backbone.pt"))]
+    # the starting weights, then steps 1, 2, 3 and the end of the run (step 4)
+    scripted = iter([0.30, 0.20, 0.35, 0.10, 0.33])
+    monkeypatch.setattr(train_topdown, "evaluate_ap", lambda *args: next(scripted))
+    train_topdown.main(common + ["--max-steps", "4", "--keep-best"])
+    assert json.loads((tmp_path / "w.progress.json").read_text())["step"] == 2  # AP 0.35
+    assert torch.load(ckpt, weights_only=False)["step"] == 4  # the checkpoint always follows the run
+    assert next(scripted, None) is None
+
+
 def test_sigterm_asks_the_loop_to_save_and_stop():
     import os
     import signal

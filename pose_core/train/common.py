@@ -78,6 +78,10 @@ def training_parser(doc, model, sources_help, batch, lr, warmup_steps, crop_help
     p.add_argument("--log-every", type=int, default=10, help="steps between log rows")
     p.add_argument("--eval-every-minutes", type=float, default=0.0, help="0: never")
     p.add_argument("--eval-limit", type=int, default=50)
+    p.add_argument("--keep-best", action="store_true",
+                   help="with --save-weights and --eval-every-minutes: write the weights only when an "
+                        "evaluation beats the best so far (the starting weights are evaluated first), "
+                        "so a noisy stretch never overwrites better committed weights")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--workers", type=int, default=1, help="data loading processes")
@@ -277,13 +281,13 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
         generator.manual_seed(args.seed + images_seen)  # new augmentations, not a replay
         print(f"resumed weights {weights_path}: step {step}, {images_seen} images", flush=True)
 
-    def save():
+    def save(weights=True):
         if args.ckpt:
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "generator": generator.get_state(), "step": step, "images_seen": images_seen,
                          "train_seconds": train_seconds, "model_name": args.model,
                          "pretrained_backbone": pretrained}, args.ckpt)
-        if args.save_weights is not None:
+        if weights and args.save_weights is not None:
             from ..models.io import save_torch_weights
             weights_path = Path(args.save_weights or WEIGHTS_DIR / spec.torch_file)
             save_torch_weights(model, weights_path)
@@ -311,6 +315,27 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
 
     if args.more_minutes:
         args.minutes = run_seconds / 60 + args.more_minutes
+
+    keep_best = args.keep_best and args.eval_every_minutes and args.save_weights is not None
+    best_ap = None
+
+    def evaluate_and_keep():
+        """Evaluate, log, and with --keep-best write the weights when they are the best so far."""
+        nonlocal best_ap
+        ap = evaluate_fn(model)
+        if ap is None:
+            return
+        log_row(AP=f"{ap:.4f}")
+        print(f"step {step}: AP {ap:.4f} on {args.eval_limit} coco_val_dev images", flush=True)
+        if keep_best and (best_ap is None or ap > best_ap):
+            if best_ap is not None:
+                save()
+                print(f"best so far: weights written at step {step}", flush=True)
+            best_ap = ap
+
+    if keep_best:
+        evaluate_and_keep()  # the baseline the run has to beat
+        last_eval = window_start = time.monotonic()
 
     def progress():
         if args.max_steps:
@@ -344,16 +369,17 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
                   f"{rate:.2f} img/s lr {optimizer.param_groups[0]['lr']:.2e}", flush=True)
             window_loss, window_steps, window_images, window_start = 0.0, 0, 0, time.monotonic()
         if args.ckpt_minutes and now - last_ckpt >= 60 * args.ckpt_minutes:
-            save()
+            save(weights=not keep_best)
             last_ckpt = now
         if args.eval_every_minutes and now - last_eval >= 60 * args.eval_every_minutes and not done():
-            ap = evaluate_fn(model)
-            if ap is not None:
-                log_row(AP=f"{ap:.4f}")
-                print(f"step {step}: AP {ap:.4f} on {args.eval_limit} coco_val_dev images", flush=True)
+            evaluate_and_keep()
             last_eval = time.monotonic()
             window_start += last_eval - now  # evaluation time is not training throughput
-    save()
+    if keep_best:
+        save(weights=False)
+        evaluate_and_keep()
+    else:
+        save()
     rate = (images_seen - run_images) / max(train_seconds - run_seconds, 1e-9)
     print(f"stopped at step {step}, {images_seen} images, {train_seconds / 60:.1f} training minutes; "
           f"this run {rate:.2f} images/s of training time (data loading included)", flush=True)
