@@ -1,8 +1,9 @@
 """Person detector for the top-down pipelines: frame -> person boxes, numpy only.
 
-The network ("person-detector", models/person_detector.py) sees the frame resized so that
-its longer side is `input_size` (320), padded right and bottom with bottomup.PAD_RGB to a
-multiple of 32, and returns centre logits, box sizes and sub-cell offsets at stride 8.
+The network ("person-detector", models/person_detector.py, or "centernet-person",
+models/centernet_person.py) sees the frame resized so that its longer side is `input_size`,
+padded right and bottom with bottomup.PAD_RGB to a multiple of 32, and returns centre
+logits, box sizes and sub-cell offsets at stride 8 or 4 (read from the maps' size).
 Decoding (CenterNet): 3x3 max-pool peak NMS on the centre map, the top-K peaks above the
 score threshold (sigmoid of the logit), box = (cell + offset) * stride +- size * stride / 2,
 a greedy IoU NMS, then back to frame pixels, clipped to the frame.
@@ -21,6 +22,7 @@ from .errors import PoseError, WeightsError
 from .frames import as_bgr
 
 STRIDE = 8
+STRIDES = (4, 8)        # the detectors' output strides
 INPUT_MULTIPLE = 32
 INPUT_SIZE = 320
 TOP_K = 20
@@ -114,8 +116,9 @@ def letterbox(frame, input_size=INPUT_SIZE, multiple=INPUT_MULTIPLE):
 class PersonDetector:
     """frame BGR -> (boxes (N, 4) x1y1x2y2 frame pixels, scores (N,)).
 
-    runner(batch (1, 3, H, W) float32 RGB 0..255) returns (center (1, 1, H/8, W/8), size,
-    offset (1, 2, H/8, W/8)). `input_size` is the longer side of the network input.
+    runner(batch (1, 3, H, W) float32 RGB 0..255) returns (center (1, 1, H/s, W/s), size,
+    offset (1, 2, H/s, W/s)) at a stride s in STRIDES. `input_size` is the longer side of the
+    network input.
     """
 
     kind = "detector"
@@ -135,12 +138,14 @@ class PersonDetector:
         frame = as_bgr(frame_bgr)
         batch, (scale_x, scale_y) = letterbox(frame, self.input_size)
         outputs = self.runner(batch)
-        expected = (batch.shape[2] // STRIDE, batch.shape[3] // STRIDE)
         shapes = [tuple(np.shape(o)) for o in outputs[:3]]
-        if shapes != [(1, 1) + expected, (1, 2) + expected, (1, 2) + expected]:
+        stride = batch.shape[2] // shapes[0][2] if len(shapes[0]) == 4 and shapes[0][2] else 0
+        expected = (batch.shape[2] // max(stride, 1), batch.shape[3] // max(stride, 1))
+        if stride not in STRIDES or shapes != [(1, 1) + expected, (1, 2) + expected, (1, 2) + expected]:
             raise WeightsError(f"network outputs {shapes} are not person-detector maps "
-                               f"(1, 1 / 2 / 2, {expected[0]}, {expected[1]})")
-        boxes, scores = decode_detections(outputs[0][0], outputs[1][0], outputs[2][0], STRIDE, self.top_k,
+                               f"(1, 1 / 2 / 2, H / stride, W / stride) for a {batch.shape[2]}x{batch.shape[3]} "
+                               f"input at a stride in {STRIDES}")
+        boxes, scores = decode_detections(outputs[0][0], outputs[1][0], outputs[2][0], stride, self.top_k,
                                           self.score_threshold, self.nms_iou)
         h, w = frame.shape[:2]
         boxes = boxes / np.array([scale_x, scale_y, scale_x, scale_y], np.float32)

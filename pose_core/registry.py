@@ -70,6 +70,11 @@ def _build_person_detector():
     return build_person_detector()
 
 
+def _build_centernet_person():
+    from .models.centernet_person import build_centernet_person
+    return build_centernet_person()
+
+
 MODELS = {spec.name: spec for spec in (
     ModelSpec(
         name="ldlc-openpose-t6",
@@ -119,6 +124,13 @@ MODELS = {spec.name: spec for spec in (
                     "MobileNetV2 initialised from MoveNet Lightning, stride-8 neck, 320 px longer side",
         onnx_file="person-detector.onnx", torch_file="person-detector.pt",
         build=_build_person_detector, input_height=320, layout="boxes", int8_file="person-detector.int8.onnx"),
+    ModelSpec(
+        name="centernet-person",
+        kind="detector",
+        description="Person boxes for the top-down models: CenterNet's COCO detector (MobileNetV3-Large 0.75) "
+                    "narrowed to people and fine-tuned on them, stride-4 neck, 320 px longer side",
+        onnx_file="centernet-person.onnx", torch_file="centernet-person.pt",
+        build=_build_centernet_person, input_height=320, layout="boxes"),
     # onnx_file is absolute for the teachers: WEIGHTS_DIR / an absolute path is that path.
     ModelSpec(
         name="movenet-multipose",

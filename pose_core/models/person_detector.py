@@ -50,6 +50,8 @@ def build_detector_backbone():
 
 
 class PersonDetectorNet(nn.Module):
+    stride = STRIDE
+
     def __init__(self, channels=NECK_CHANNELS):
         super().__init__()
         self.register_buffer("mean", torch.tensor(MOVENET_MEAN_RGB).view(1, 3, 1, 1) * 255, persistent=False)

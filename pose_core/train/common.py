@@ -50,9 +50,10 @@ def training_parser(doc, model, sources_help, batch, lr, warmup_steps, crop_help
     p.add_argument("--source", action="append",
                    help="ANN_JSON:IMAGE_DIR:WEIGHT, repeatable; relative paths are looked up in "
                         f"--data-root, then in the repository (default: {sources_help})")
-    p.add_argument("--init-backbone", help="converted pretrained backbone (.pt): MoveNet Lightning's "
+    p.add_argument("--init-backbone", help="converted pretrained weights (.pt): MoveNet Lightning's backbone "
                                            "(cache/movenet_lightning_backbone.pt) or, for mnv3-hwloss-w075, "
-                                           "CenterNet's (cache/centernet_mnv3_backbone.pt)")
+                                           "CenterNet's (cache/centernet_mnv3_backbone.pt); for centernet-person, "
+                                           "CenterNet's whole detector (cache/centernet_mnv3_detector.pt)")
     p.add_argument("--crop", type=int, default=256, help=crop_help)
     p.add_argument("--batch", type=int, default=batch)
     p.add_argument("--lr", type=float, default=lr, help="learning rate of the new layers")
@@ -113,14 +114,20 @@ def _find(path, data_root):
 
 
 def build_model(name, init_backbone=None):
-    """The registered network; `init_backbone`: a converted pretrained backbone file, CenterNet's
-    for a MobileNetV3 backbone (tools/convert_centernet_backbone.py), else MoveNet Lightning's."""
+    """The registered network; `init_backbone`: converted pretrained weights: CenterNet's whole
+    detector for centernet-person (tools/convert_centernet_detector.py), CenterNet's backbone
+    for another MobileNetV3 backbone (tools/convert_centernet_backbone.py), else MoveNet
+    Lightning's backbone."""
     model = get_spec(name).build()
     if init_backbone:
         from ..models.bottomup import load_movenet_backbone
+        from ..models.centernet_person import CenterNetPersonNet, load_centernet_detector
         from ..models.mobilenetv3_pose import MobileNetV3Large, load_centernet_backbone
         state = torch.load(init_backbone, map_location="cpu", weights_only=True)
-        load = load_centernet_backbone if isinstance(model.backbone, MobileNetV3Large) else load_movenet_backbone
+        if isinstance(model, CenterNetPersonNet):
+            load = load_centernet_detector
+        else:
+            load = load_centernet_backbone if isinstance(model.backbone, MobileNetV3Large) else load_movenet_backbone
         load(model, state)
     return model
 

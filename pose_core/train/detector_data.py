@@ -126,10 +126,10 @@ class DetectorDataset(SeededSampleDataset):
     `augment=False` gives the inference letterbox (longer side `size`, top-left).
     """
 
-    def __init__(self, sources, size=320, seed=0, augment=True):
+    def __init__(self, sources, size=320, seed=0, augment=True, stride=STRIDE):
         if size % 32:
             raise InputError(f"detector input {size} must be a multiple of 32")
-        self.size = int(size)
+        self.size, self.stride = int(size), stride
         super().__init__(sources, lambda source: load_images(source.ann_file, source.image_dir), seed, augment)
 
     def sample(self, index, rng=None):
@@ -165,7 +165,7 @@ class DetectorDataset(SeededSampleDataset):
         rgb = crop[:, :, ::-1]
         if rng is not None:
             rgb = colour_jitter(rgb, rng)
-        targets = render_targets(boxes, ignore, (size, size))
+        targets = render_targets(boxes, ignore, (size, size), self.stride)
         item = {"image": torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))}
         item.update({k: torch.from_numpy(v) for k, v in targets.items()})
         return item

@@ -1,23 +1,27 @@
-"""Resumable training of the person detector (person-detector).
+"""Resumable training of the person detectors (person-detector, centernet-person).
 
     python -m pose_core.train.train_detector --model person-detector \
         --init-backbone cache/movenet_lightning_backbone.pt --minutes 60 \
         --ckpt cache/train/person-detector.ckpt --save-weights --eval-every-minutes 20
+    python -m pose_core.train.train_detector --model centernet-person \
+        --init-backbone cache/centernet_mnv3_detector.pt --lr 2e-4 --more-minutes 60 \
+        --ckpt cache/train/centernet-person.ckpt --save-weights --keep-best --eval-every-minutes 15
 
 Data (train/detector_data.py): whole images of the --source files (default: the two COCO
 training sets), every non-crowd person box a positive, crowd boxes masked out of the
 heatmap loss; random scale 0.6-1.4 of a --crop x --crop (320) letterbox, translation,
 flip, light colour jitter, cv2.warpAffine in the DataLoader workers. Targets: CenterNet's
-Gaussian centre heatmaps, sizes and offsets at the centre cells, at stride 8.
+Gaussian centre heatmaps, sizes and offsets at the centre cells, at the network's stride
+(8 for person-detector, 4 for centernet-person).
 
 Loss (CenterNet): penalty-reduced focal loss on the centre heatmap (alpha 2, beta 4,
 normalised by the number of people in the batch) + SIZE_WEIGHT (0.1) x L1 on the box sizes
-(stride-8 cells) + OFFSET_WEIGHT (1) x L1 on the sub-cell offsets, both at the centre
+(in cells) + OFFSET_WEIGHT (1) x L1 on the sub-cell offsets, both at the centre
 cells only.
 
 Schedule and loop: train/common.py's, shared with the pose networks: AdamW at --lr for the
-neck and heads, --lr x --backbone-lr-mult (0.2) for a MoveNet-initialised backbone whose
-BatchNorm statistics stay frozen; warm-up, then a cosine to 5%; checkpoints (--ckpt every
+neck and heads, --lr x --backbone-lr-mult (0.2) for a pretrained backbone (MoveNet's,
+CenterNet's) whose BatchNorm statistics stay frozen; warm-up, then a cosine to 5%; checkpoints (--ckpt every
 --ckpt-minutes, at the end and on SIGINT/SIGTERM), --resume-weights, --save-weights (fp16),
 --more-minutes and the CSV log. --eval-every-minutes logs the COCO box AP on the first
 --eval-limit coco_val_dev images (pose_core.eval_detector). --device cuda runs the same
@@ -29,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..registry import get_spec
 from .common import (DEFAULT_SOURCES, evaluate_copy, main_with_signals, resolve_sources, run_training, setup,
                      training_parser)
 from .detector_data import DetectorDataset
@@ -112,7 +117,7 @@ def run(args, stop):
     if args.crop % INPUT_MULTIPLE:
         raise InputError(f"--crop {args.crop} must be a multiple of {INPUT_MULTIPLE} (256, 320, ...)")
     sources = resolve_sources(args.source or DEFAULT_SOURCES, args.data_root)
-    dataset = DetectorDataset(sources, args.crop, seed=args.seed)
+    dataset = DetectorDataset(sources, args.crop, seed=args.seed, stride=get_spec(args.model).build().stride)
     print(f"{len(dataset)} images from {len(sources)} sources, {args.crop}x{args.crop} inputs", flush=True)
 
     def step(model, optimizer, batch, generator, device, autocast_dtype):
