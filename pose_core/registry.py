@@ -130,7 +130,7 @@ MODELS = {spec.name: spec for spec in (
         description="Person boxes for the top-down models: CenterNet's COCO detector (MobileNetV3-Large 0.75) "
                     "narrowed to people and fine-tuned on them, stride-4 neck, 320 px longer side",
         onnx_file="centernet-person.onnx", torch_file="centernet-person.pt",
-        build=_build_centernet_person, input_height=320, layout="boxes"),
+        build=_build_centernet_person, input_height=320, layout="boxes", int8_file="centernet-person.int8.onnx"),
     # onnx_file is absolute for the teachers: WEIGHTS_DIR / an absolute path is that path.
     ModelSpec(
         name="movenet-multipose",
