@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pose_core import registry
-from pose_core.errors import ModelUnavailable
+from pose_core.errors import ModelUnavailable, WeightsError
 from pose_core.person_detector import (PersonDetector, decode_detections, letterbox, nms, peak_mask,
                                        sigmoid)
 
@@ -83,27 +83,32 @@ def test_peak_mask_and_sigmoid():
 
 
 class FakeRunner:
-    """Returns fixed maps for a letterboxed batch (one person at input pixels (100, 60))."""
+    """Returns fixed maps at `stride` for a letterboxed batch (one person centred on cell (12.5, 7.5),
+    5 x 10 cells)."""
 
-    def __init__(self):
-        self.batches = []
+    def __init__(self, stride=STRIDE):
+        self.batches, self.stride = [], stride
 
     def __call__(self, batch):
         self.batches.append(batch)
-        h, w = batch.shape[2] // STRIDE, batch.shape[3] // STRIDE
+        h, w = batch.shape[2] // self.stride, batch.shape[3] // self.stride
         center, size, offset = synthetic_maps([(12, 7, 0.5, 0.5, 5, 10, 0.8)], (h, w))
         return center[None, None], size[None], offset[None]
 
 
-def test_detector_letterboxes_and_maps_boxes_back_to_frame_pixels():
+@pytest.mark.parametrize("stride", [8, 4])
+def test_detector_letterboxes_and_maps_boxes_back_to_frame_pixels(stride):
     frame = np.zeros((480, 640, 3), np.uint8)
-    runner = FakeRunner()
+    runner = FakeRunner(stride)
     boxes, scores = PersonDetector(runner, input_size=320)(frame)
     assert runner.batches[0].shape == (1, 3, 256, 320)      # 240 padded to a multiple of 32
     assert (runner.batches[0][0, :, 240:] > 100).all()     # PAD_RGB below the image
-    cx, cy = 12.5 * STRIDE * 2, 7.5 * STRIDE * 2           # input pixels x 640 / 320
-    np.testing.assert_allclose(boxes, [[cx - 40, cy - 80, cx + 40, cy + 80]], atol=1e-3)
+    cx, cy = 12.5 * stride * 2, 7.5 * stride * 2           # input pixels x 640 / 320
+    half_w, half_h = 2.5 * stride * 2, 5 * stride * 2
+    np.testing.assert_allclose(boxes, [[cx - half_w, cy - half_h, cx + half_w, cy + half_h]], atol=1e-3)
     np.testing.assert_allclose(scores, [0.8], rtol=1e-5)
+    with pytest.raises(WeightsError, match="not person-detector maps"):
+        PersonDetector(FakeRunner(16), input_size=320)(frame)   # a stride no detector has
     batch, scale = letterbox(np.zeros((100, 50, 3), np.uint8), 320)
     assert batch.shape == (1, 3, 320, 160) and scale == (160 / 50, 320 / 100)
 
