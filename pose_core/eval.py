@@ -4,7 +4,7 @@
 
 runs the pipeline on the images of a COCO keypoint annotation file, scores the
 people with pycocotools `COCOeval(..., "keypoints")` and ends with one line `AP=<value>`.
-A top-down model crops the people its registry detector finds (person-detector when its
+A top-down model crops the people its registry detector finds (centernet-person when its
 weights exist, else the default bottom-up model's people; --detector NAME chooses), or
 with --gt-boxes the annotation file's person boxes (non-crowd, with keypoints, score 1):
 the upper bound that a perfect detector would give.
@@ -202,7 +202,7 @@ def main(argv=None):
                              "people (an upper bound)")
     parser.add_argument("--detector", default=None, metavar="NAME",
                         help="top-down models: the person detector, a registered detector or bottom-up "
-                             "model (default: the registry's choice, person-detector when its weights exist)")
+                             "model (default: the registry's choice, centernet-person when its weights exist)")
     parser.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
                         help="also run the mirrored image and average (default: the model's)")
     parser.add_argument("--upsample", type=int, default=None,

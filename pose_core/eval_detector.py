@@ -1,6 +1,6 @@
 """COCO person-box evaluation of a person detector.
 
-    python -m pose_core.eval_detector [--model person-detector] [--ann COCO.json --images DIR] [--limit N]
+    python -m pose_core.eval_detector [--model centernet-person|person-detector] [--ann COCO.json --images DIR] [--limit N]
 
 runs the detector on the images of a COCO person annotation file (default coco_val_dev),
 scores its boxes with pycocotools `COCOeval(..., "bbox")` (crowd boxes ignored, every

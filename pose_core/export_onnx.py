@@ -9,9 +9,9 @@ The ONNX file takes "image" (1, 3, H, W) float32 RGB 0..255 with H and W dynamic
 fixed at 1 because CondConv's per-sample kernels fold the batch into conv groups.
 A top-down model (--height 256, width 3/4 of it by default) takes "image" (B, 3, H, W)
 with a dynamic batch, all person crops of a frame at once, and returns "heatmaps" only.
-A detector (person-detector; traced at its input size, 320 x 320 by default) takes "image"
+A detector (person-detector, centernet-person; traced at its input size) takes "image"
 (B, 3, H, W), H and W dynamic (multiples of 32 at inference), and returns "center",
-"size" and "offset" at stride 8 (models/person_detector.py).
+"size" and "offset" at stride 8 or 4 (models/person_detector.py, models/centernet_person.py).
 
 Weight storage (the command's default; --fp32-weights opts out): every large float
 initializer is stored as float16, followed by a Cast to float32, which halves the file.

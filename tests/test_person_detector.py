@@ -285,6 +285,7 @@ def test_registry_lists_the_detector_and_keeps_it_out_of_pose_models(untrained_d
     with pytest.raises(ModelUnavailable, match="person detector"):
         registry.load_pipeline("person-detector", weights=untrained_detector / "person-detector.onnx")
     monkeypatch.setattr(registry, "WEIGHTS_DIR", untrained_detector)
+    monkeypatch.setattr(registry, "DEFAULT_DETECTOR", "person-detector")
     assert isinstance(registry.make_detector(None, threads=1), PersonDetector)
     detector = registry.load_detector(threads=1)
     boxes, scores = detector(np.zeros((48, 64, 3), np.uint8))

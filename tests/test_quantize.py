@@ -107,9 +107,15 @@ def test_int8_files_are_committed_and_chosen_by_precision(name):
 
 def test_the_committed_int8_default_model_finds_the_people_fp32_finds():
     frame = cv2.imread(str(PHOTO))
-    people = [load_pipeline(DEFAULT_MODEL, precision=p)(frame).confident() for p in ("fp32", "int8")]
-    assert len(people[0]) == len(people[1]) >= 1
-    order = [np.argsort(-p.scores) for p in people]
-    visible = (people[0].keypoints[order[0], :, 2] > 0.2) & (people[1].keypoints[order[1], :, 2] > 0.2)
-    shift = np.linalg.norm(people[0].keypoints[order[0], :, :2] - people[1].keypoints[order[1], :, :2], axis=-1)
-    assert np.median(shift[visible]) < 2.0  # pixels
+    fp32, int8 = (load_pipeline(DEFAULT_MODEL, precision=p)(frame) for p in ("fp32", "int8"))
+    assert len(fp32.confident()) >= 1
+    # Every confident person of either precision is in the other's output (at any score: a
+    # fragment scored near the 0.1 cut may fall on either side of it), in the same place and
+    # with about the same score.
+    for people, others in ((fp32, int8), (int8, fp32)):
+        for keypoints, score in zip(people.keypoints[people.scores >= 0.1], people.scores[people.scores >= 0.1]):
+            visible = (keypoints[None, :, 2] > 0.2) & (others.keypoints[:, :, 2] > 0.2)
+            shift = np.linalg.norm(keypoints[None, :, :2] - others.keypoints[:, :, :2], axis=-1)
+            median = [np.median(s[v]) if v.any() else np.inf for s, v in zip(shift, visible)]
+            match = int(np.argmin(median))
+            assert median[match] < 2.0 and abs(others.scores[match] - score) < 0.05  # pixels, person score
