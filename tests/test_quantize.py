@@ -79,12 +79,28 @@ def test_int8_default_model_is_close_to_fp32_on_a_real_image(clip_frames, tmp_pa
     heatmaps, pafs = (sqnr_db(a, b) for a, b in zip(OnnxRunner(fp32)(x), OnnxRunner(int8)(x)))
     # measured 30.7 and 19.7 dB; without equalize/split_dynamic_depthwise 21.0 and 10.2 dB
     assert heatmaps > 25 and pafs > 15
-    people = [BottomUpPipeline(OnnxRunner(path))(frame) for path in (fp32, int8)]
-    confident = [p.keypoints[np.argsort(-p.scores)][:np.sum(p.scores > 0.1)] for p in people]
-    assert len(confident[0]) == len(confident[1]) >= 1
-    visible = (confident[0][..., 2] > 0.2) & (confident[1][..., 2] > 0.2)
-    shift = np.linalg.norm(confident[0][..., :2] - confident[1][..., :2], axis=-1)[visible]
-    assert np.median(shift) < 2.0  # pixels; measured 0.6 (3.0 without the rewrites)
+    assert_same_people(*(BottomUpPipeline(OnnxRunner(path))(frame) for path in (fp32, int8)))
+
+
+def assert_same_people(first, second, min_score=0.1):
+    """Every person scored >= min_score by either pipeline is in the other's output at any
+    score (a fragment scored near the cut may fall on either side of it): the other person
+    with the most keypoints within 8 px (half a network cell on the photo) of its own has at
+    least half of them, and about the same score. The best person's keypoints move under 2 px
+    (median; measured 0.6, 3.0 without the rewrites)."""
+    assert (first.scores >= min_score).sum() >= 1
+    for people, others in ((first, second), (second, first)):
+        confident = np.flatnonzero(people.scores >= min_score)
+        for index in confident[np.argsort(-people.scores[confident])]:
+            keypoints = people.keypoints[index]
+            visible = (keypoints[None, :, 2] > 0.2) & (others.keypoints[:, :, 2] > 0.2)
+            shift = np.linalg.norm(keypoints[None, :, :2] - others.keypoints[:, :, :2], axis=-1)
+            close = ((shift < 8.0) & visible).sum(1)
+            match = int(np.argmax(close))
+            assert close[match] >= 0.5 * (keypoints[:, 2] > 0.2).sum()
+            assert abs(others.scores[match] - people.scores[index]) < 0.05
+            if people.scores[index] == people.scores.max():
+                assert np.median(shift[match][visible[match]]) < 2.0
 
 
 def test_a_float_conv_between_quantised_ones_is_refused(small_export, clip_frames, tmp_path):
@@ -107,15 +123,4 @@ def test_int8_files_are_committed_and_chosen_by_precision(name):
 
 def test_the_committed_int8_default_model_finds_the_people_fp32_finds():
     frame = cv2.imread(str(PHOTO))
-    fp32, int8 = (load_pipeline(DEFAULT_MODEL, precision=p)(frame) for p in ("fp32", "int8"))
-    assert len(fp32.confident()) >= 1
-    # Every confident person of either precision is in the other's output (at any score: a
-    # fragment scored near the 0.1 cut may fall on either side of it), in the same place and
-    # with about the same score.
-    for people, others in ((fp32, int8), (int8, fp32)):
-        for keypoints, score in zip(people.keypoints[people.scores >= 0.1], people.scores[people.scores >= 0.1]):
-            visible = (keypoints[None, :, 2] > 0.2) & (others.keypoints[:, :, 2] > 0.2)
-            shift = np.linalg.norm(keypoints[None, :, :2] - others.keypoints[:, :, :2], axis=-1)
-            median = [np.median(s[v]) if v.any() else np.inf for s, v in zip(shift, visible)]
-            match = int(np.argmin(median))
-            assert median[match] < 2.0 and abs(others.scores[match] - score) < 0.05  # pixels, person score
+    assert_same_people(*(load_pipeline(DEFAULT_MODEL, precision=p)(frame) for p in ("fp32", "int8")))
