@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from pose_core.models.mobilenetv3_pose import build_centernet_backbone, centernet_layer_names  # noqa: E402
-from tools.tfjs_weights import backbone_converter_main  # noqa: E402
+from tools.tfjs_weights import backbone_converter_main, torch_kernel  # noqa: E402
 
 STEM_LAYER = "MobilenetV3/Conv"
 INPUT_SCALE = 255.0  # the graph's input 0..255 against CenterNet's x / 255
@@ -46,10 +46,9 @@ def convert_backbone(tfjs_weights):
     for layer, _ in centernet_layer_names(build_centernet_backbone()):
         kernel_name, bias_name = tfjs_tensor_names(layer)
         kernel = tfjs_weights[kernel_name].astype(np.float32)
-        axes = (2, 3, 0, 1) if layer.endswith("depthwise") else (3, 2, 0, 1)  # HWC1 -> C1HW; HWIO -> OIHW
         if layer == STEM_LAYER:
             kernel = kernel * INPUT_SCALE
-        state[f"{layer}.weight"] = torch.from_numpy(np.ascontiguousarray(kernel.transpose(axes)))
+        state[f"{layer}.weight"] = torch_kernel(kernel, depthwise=layer.endswith("depthwise"))
         state[f"{layer}.bias"] = torch.from_numpy(tfjs_weights[bias_name].astype(np.float32))
     return state
 

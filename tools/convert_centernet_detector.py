@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from pose_core.models.centernet_person import head_layer_names  # noqa: E402
 from tools.convert_centernet_backbone import convert_backbone  # noqa: E402
-from tools.tfjs_weights import backbone_converter_main  # noqa: E402
+from tools.tfjs_weights import backbone_converter_main, torch_kernel  # noqa: E402
 
 
 def tfjs_tensor_names(layer, kind):
@@ -45,9 +45,7 @@ def convert_detector(tfjs_weights):
     state = convert_backbone(tfjs_weights)
     for layer, _, kind in head_layer_names():
         kernel_name, bias_name = tfjs_tensor_names(layer, kind)
-        kernel = tfjs_weights[kernel_name].astype(np.float32)
-        axes = (2, 3, 0, 1) if kind == "depthwise" else (3, 2, 0, 1)  # HWC1 -> C1HW; HWIO -> OIHW
-        state[f"{layer}.weight"] = torch.from_numpy(np.ascontiguousarray(kernel.transpose(axes)))
+        state[f"{layer}.weight"] = torch_kernel(tfjs_weights[kernel_name], depthwise=kind == "depthwise")
         if bias_name:
             state[f"{layer}.bias"] = torch.from_numpy(tfjs_weights[bias_name].astype(np.float32))
     return state

@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from pose_core.models.bottomup import MOBILENETV2_BLOCKS, movenet_layer_names  # noqa: E402
-from tools.tfjs_weights import backbone_converter_main  # noqa: E402
+from tools.tfjs_weights import backbone_converter_main, torch_kernel  # noqa: E402
 
 LAYER_PREFIX = "StatefulPartitionedCall/center_net_mobile_net_v2fpn_feature_extractor/model_1/model/"
 
@@ -32,9 +32,7 @@ def convert_backbone(tfjs_weights):
     for layer, _ in movenet_layer_names(len(MOBILENETV2_BLOCKS), final_conv=True):
         depthwise = layer.endswith("depthwise")
         kind = "depthwise" if depthwise else "Conv2D"
-        kernel = tfjs_weights[f"{LAYER_PREFIX}{layer}/{kind}_weights"].astype(np.float32)
-        axes = (2, 3, 0, 1) if depthwise else (3, 2, 0, 1)  # HWC1 -> C1HW; HWIO -> OIHW
-        state[f"{layer}.weight"] = torch.from_numpy(np.ascontiguousarray(kernel.transpose(axes)))
+        state[f"{layer}.weight"] = torch_kernel(tfjs_weights[f"{LAYER_PREFIX}{layer}/{kind}_weights"], depthwise)
         state[f"{layer}.bias"] = torch.from_numpy(
             tfjs_weights[f"{LAYER_PREFIX}{layer}/{kind}_bn_offset"].astype(np.float32))
     return state

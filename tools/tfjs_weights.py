@@ -38,6 +38,15 @@ def load_tfjs_model(model_json):
     return spec, weights
 
 
+def torch_kernel(kernel, depthwise=False):
+    """A tfjs convolution kernel, HWIO (or HWC1 when `depthwise`), as a float32 torch tensor
+    laid out OIHW (C1HW)."""
+    import torch
+
+    axes = (2, 3, 0, 1) if depthwise else (3, 2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(kernel, np.float32).transpose(axes)))
+
+
 def backbone_converter_main(description, default_json, default_out, convert_backbone, argv=None):
     """The command line of a backbone converter: --model-json (tfjs) -> --out (.pt state dict
     from `convert_backbone(tfjs weights)`), written atomically."""
