@@ -142,11 +142,14 @@ class TinyTwoStageNet(nn.Module):
         self.initial_stage = nn.Conv2d(8, NUM_HEATMAPS + NUM_PAFS, 1)
         self.refinement = nn.Conv2d(8 + NUM_HEATMAPS + NUM_PAFS, NUM_HEATMAPS + NUM_PAFS, 3, padding=1)
 
-    def forward(self, x):
-        features = self.backbone(x / 127.5 - 1)
-        first = self.initial_stage(features)
-        second = self.refinement(torch.cat([features, first], 1))
-        return [(o[:, :NUM_HEATMAPS], o[:, NUM_HEATMAPS:]) for o in (first, second)]
+    def backbone_features(self, x):
+        return self.backbone(x / 127.5 - 1)
+
+    def stage_outputs(self, features, num_stages=None):
+        outputs = [self.initial_stage(features)]
+        if num_stages is None or num_stages > 1:
+            outputs.append(self.refinement(torch.cat([features, outputs[0]], 1)))
+        return [(o[:, :NUM_HEATMAPS], o[:, NUM_HEATMAPS:]) for o in outputs]
 
 
 def test_training_steps_reduce_the_masked_loss_and_gradients_flow():
@@ -160,6 +163,34 @@ def test_training_steps_reduce_the_masked_loss_and_gradients_flow():
     losses = [train_bottomup.train_step(model, optimizer, images, heatmaps, pafs, mask) for _ in range(8)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_heads_train_on_frozen_features_and_stage_one_alone_leaves_the_refinement():
+    torch.manual_seed(0)
+    batch = collate([dot_item(40, 30), dot_item(70, 50)])
+    images, heatmaps, pafs, mask = train_bottomup.training_batch(batch, CROP, torch.Generator().manual_seed(0), "cpu")
+    model = TinyTwoStageNet()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(common.param_groups(model, 3e-3, 1e-3, 1e-4))
+    with torch.no_grad():
+        features = model.backbone_features(images)
+    losses = [train_bottomup.train_heads_step(model, optimizer, features, heatmaps, pafs, mask, num_stages=1)
+              for _ in range(8)]
+    assert losses[-1] < losses[0]
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed == {"initial_stage.weight", "initial_stage.bias"}
+
+
+def test_replay_buffer_keeps_the_latest_samples_in_a_ring():
+    buffer = train_bottomup.ReplayBuffer(capacity=3)
+    for start in (0, 2):  # samples 0, 1, then 2, 3: sample 3 overwrites sample 0
+        values = torch.arange(start, start + 2, dtype=torch.float32)
+        buffer.add(values[:, None, None] * torch.ones(2, 4, 5), -values[:, None] * torch.ones(2, 6))
+    assert buffer.size == 3
+    features, targets = buffer.sample(64, torch.Generator().manual_seed(0), "cpu")
+    assert features.shape == (64, 4, 5) and features.dtype == torch.float32 and targets.shape == (64, 6)
+    assert set(features[:, 0, 0].tolist()) == {1.0, 2.0, 3.0}
+    assert torch.equal(targets[:, 0], -features[:, 0, 0])  # a sample's tensors stay together
 
 
 def test_loss_ignores_masked_cells_and_sums_stages():
@@ -205,3 +236,16 @@ def test_training_script_runs_and_resumes(tmp_path):
     assert progress["step"] == 3 and progress["images_seen"] == 6 and progress["model"] == "ldlc-openpose"
     with pytest.raises(SystemExit, match="coco_val_dev"):
         train_bottomup.main(["--source", "coco_val_dev/person_keypoints.json:coco_val_dev/images:1"])
+    # Heads on the frozen backbone with replay: the backbone stays as it was, the CPM moves,
+    # and one step of the log is one fresh batch.
+    start = torch.load(tmp_path / "w.pt", weights_only=True)
+    train_bottomup.main(common + ["--max-steps", "5", "--freeze-backbone", "--train-stages", "1",
+                                  "--replay", "3", "--replay-buffer", "8"])
+    end = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert json.loads((tmp_path / "w.progress.json").read_text())["images_seen"] == 10
+    assert list(csv.DictReader(open(log)))[-1]["variant"] == "ldlc-openpose initial stage"
+    assert all(torch.equal(end[k], v) for k, v in start.items() if k.startswith("backbone."))
+    assert not all(torch.equal(end[k], v) for k, v in start.items() if k.startswith("cpm."))
+    assert all(torch.equal(end[k], v) for k, v in start.items() if k.startswith("refinement_stages."))
+    with pytest.raises(SystemExit):
+        train_bottomup.main(common + ["--replay", "2"])  # replay needs the frozen backbone

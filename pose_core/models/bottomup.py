@@ -270,13 +270,21 @@ class LDLCOpenPose(nn.Module):
             for _ in range(num_refinement_stages))
 
     def forward(self, x):
-        features = self.cpm(self.backbone(x / 127.5 - 1.0))
+        outputs = self.stage_outputs(self.backbone_features(x), None if self.training else self.eval_stages)
+        return outputs if self.training else outputs[-1]
+
+    def backbone_features(self, x):
+        """Input pixels (RGB 0..255) -> backbone output, which the CPM takes."""
+        return self.backbone(x / 127.5 - 1.0)
+
+    def stage_outputs(self, backbone_features, num_stages=None):
+        """[(heatmaps, pafs)] of the first `num_stages` stages (all when None)."""
+        features = self.cpm(backbone_features)
         outputs = [self.initial_stage(features)]
-        stages = self.refinement_stages if self.training or self.eval_stages is None \
-            else self.refinement_stages[:self.eval_stages - 1]
+        stages = self.refinement_stages if num_stages is None else self.refinement_stages[:num_stages - 1]
         for stage in stages:
             outputs.append(stage(torch.cat([features, *outputs[-1]], dim=1)))
-        return outputs if self.training else outputs[-1]
+        return outputs
 
 
 def build_ldlc_openpose(variant: str, **options) -> LDLCOpenPose:

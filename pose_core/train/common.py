@@ -159,6 +159,14 @@ def lr_factor(step, progress, warmup_steps):
     return warm * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * cosine)
 
 
+def optimise(optimizer, loss):
+    """One optimiser step on `loss`; returns it as a float."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def evaluate_copy(model, threads, score):
     """score(runner) with a TorchRunner on a float32 CPU copy of the model in training, or
     None (logged) when it fails: an evaluation must not end a long run."""
@@ -245,13 +253,14 @@ def setup(args):
 
 
 def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, collate_fn=collate,
-                 numbered=False, loss_format=".3f"):
+                 numbered=False, loss_format=".3f", log_variant=None):
     """The resumable training loop; returns the model.
 
     step_fn(model, optimizer, batch, generator, device, autocast_dtype) -> (loss float,
     images in the batch): one optimiser step on a collated batch; `generator` is the
     checkpointed augmentation RNG. evaluate_fn(model) -> AP or None. `collate_fn` and
-    `numbered` go to data.make_loader; `loss_format` formats the logged mean loss.
+    `numbered` go to data.make_loader; `loss_format` formats the logged mean loss;
+    `log_variant` names the log rows (default: the model), e.g. when only part of it trains.
     """
     device = torch.device(args.device)
     spec = get_spec(args.model)
@@ -316,7 +325,7 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
     window_loss, window_steps, window_images, window_start = 0.0, 0, 0, time.monotonic()
 
     def log_row(loss="", images_per_s="", AP=""):
-        append_log(args.log, {"time": datetime.now().isoformat(timespec="seconds"), "variant": args.model,
+        append_log(args.log, {"time": datetime.now().isoformat(timespec="seconds"), "variant": log_variant or args.model,
                               "step": step, "images_seen": images_seen, "loss": loss,
                               "images_per_s": images_per_s, "AP": AP, "hardware": hardware})
 

@@ -18,14 +18,22 @@ heatmaps and over the PAFs, summed over stages. The checkpoint (model, optimiser
 images seen, training seconds, augmentation RNG) is written atomically every
 --ckpt-minutes, at the end and on SIGINT/SIGTERM; a run restarted with the same --ckpt
 resumes from it. The loop, checkpoints and schedule are train/common.py's.
+
+Heads on a frozen backbone (--freeze-backbone), for CPU runs: the backbone (MoveNet's,
+about three quarters of a full step's time on the CPU) runs without gradients and only
+the CPM and stages train; --train-stages 1 trains (and evaluates) the initial stage alone,
+the default model's path. --replay R then takes R optimiser steps per fresh batch, the
+first on it and the others on batches drawn from a buffer of the last --replay-buffer
+samples' backbone features and targets: each crop serves about R steps for one backbone
+pass. A "step" in the log and the schedule is one fresh batch.
 """
 from pathlib import Path
 
 import torch
 
 from .augment import augment_batch
-from .common import (DEFAULT_SOURCES, evaluate_copy, main_with_signals, resolve_sources, run_training,
-                     setup, training_parser)
+from .common import (DEFAULT_SOURCES, evaluate_copy, main_with_signals, optimise, resolve_sources,
+                     run_training, setup, training_parser)
 from .data import BottomUpDataset
 from .targets import render_bottomup_targets_batch
 
@@ -36,7 +44,19 @@ def parse_args(argv=None):
     p = training_parser(__doc__, model="ldlc-openpose-t6", sources_help="the two COCO training sets",
                         batch=16, lr=5e-4, warmup_steps=200)
     p.add_argument("--eval-height", type=int, default=256)
-    return p.parse_args(argv)
+    p.add_argument("--freeze-backbone", action="store_true",
+                   help="train the CPM and stages only; the backbone runs without gradients")
+    p.add_argument("--train-stages", type=int, help="train and evaluate the first N stages (default: all)")
+    p.add_argument("--replay", type=int, default=1,
+                   help="with --freeze-backbone: optimiser steps per fresh batch, the extra ones on "
+                        "batches drawn from the buffer of recent backbone features")
+    p.add_argument("--replay-buffer", type=int, default=4096, help="samples the replay buffer holds")
+    args = p.parse_args(argv)
+    if args.replay < 1 or (args.replay > 1 and not args.freeze_backbone):
+        p.error("--replay N (N >= 1) needs --freeze-backbone when N > 1")
+    if args.train_stages is not None and args.train_stages < 1:
+        p.error("--train-stages must be at least 1")
+    return args
 
 
 def bottomup_loss(outputs, heatmaps, pafs, mask):
@@ -57,14 +77,36 @@ def training_batch(batch, crop, generator, device):
     return images, heatmaps, pafs, mask
 
 
-def train_step(model, optimizer, images, heatmaps, pafs, mask, autocast_dtype=None):
+def train_step(model, optimizer, images, heatmaps, pafs, mask, autocast_dtype=None, num_stages=None):
     with torch.autocast(images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        outputs = model(images)
-    loss = bottomup_loss(outputs, heatmaps, pafs, mask)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
+        outputs = model.stage_outputs(model.backbone_features(images), num_stages)
+    return optimise(optimizer, bottomup_loss(outputs, heatmaps, pafs, mask))
+
+
+def train_heads_step(model, optimizer, features, heatmaps, pafs, mask, num_stages=None):
+    """One step of the CPM and stages on backbone features computed without gradients."""
+    return optimise(optimizer, bottomup_loss(model.stage_outputs(features, num_stages), heatmaps, pafs, mask))
+
+
+class ReplayBuffer:
+    """A ring of the last `capacity` samples: backbone features, heatmaps, PAFs, mask (fp16)."""
+
+    def __init__(self, capacity):
+        self.capacity, self.size, self.next = capacity, 0, 0
+        self.tensors = None
+
+    def add(self, *tensors):
+        if self.tensors is None:
+            self.tensors = [torch.empty((self.capacity, *t.shape[1:]), dtype=torch.float16) for t in tensors]
+        for i in range(len(tensors[0])):
+            for store, t in zip(self.tensors, tensors):
+                store[self.next] = t[i]
+            self.next = (self.next + 1) % self.capacity
+            self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch, generator, device):
+        index = torch.randint(self.size, (batch,), generator=generator)
+        return [store[index].to(device).float() for store in self.tensors]
 
 
 def evaluate_ap(model, data_root, limit, height, threads):
@@ -87,16 +129,33 @@ def run(args, stop):
     dataset = BottomUpDataset(sources, args.crop)
     print(f"{len(dataset)} samples from {len(sources)} sources", flush=True)
 
+    replay = ReplayBuffer(args.replay_buffer) if args.replay > 1 else None
+
     def step(model, optimizer, batch, generator, device, autocast_dtype):
         images, heatmaps, pafs, mask = training_batch(batch, args.crop, generator, device)
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
-        return train_step(model, optimizer, images, heatmaps, pafs, mask, autocast_dtype), len(images)
+        if not args.freeze_backbone:
+            return train_step(model, optimizer, images, heatmaps, pafs, mask, autocast_dtype,
+                              args.train_stages), len(images)
+        model.backbone.eval()  # frozen, BatchNorm statistics included (the loop sets train mode)
+        with torch.no_grad():
+            features = model.backbone_features(images)
+        losses = [train_heads_step(model, optimizer, features, heatmaps, pafs, mask, args.train_stages)]
+        if replay is not None:
+            replay.add(features, heatmaps, pafs, mask)
+            losses += [train_heads_step(model, optimizer, *replay.sample(len(images), generator, device),
+                                        args.train_stages) for _ in range(args.replay - 1)]
+        return sum(losses) / len(losses), len(images)
 
     def evaluate(model):
+        model.eval_stages = args.train_stages  # eval mode runs the stages that train
         return evaluate_ap(model, args.data_root, args.eval_limit, args.eval_height, args.threads)
 
-    run_training(args, stop, dataset, step, evaluate, DEFAULT_SOURCES)
+    # Rows of a partial run are its own curve: its loss and AP are those of the stages it trains.
+    log_variant = None if args.train_stages is None else args.model + (
+        " initial stage" if args.train_stages == 1 else f" first {args.train_stages} stages")
+    run_training(args, stop, dataset, step, evaluate, DEFAULT_SOURCES, log_variant=log_variant)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..registry import get_spec
-from .common import (DEFAULT_SOURCES, evaluate_copy, main_with_signals, resolve_sources, run_training, setup,
-                     training_parser)
+from .common import (DEFAULT_SOURCES, evaluate_copy, main_with_signals, optimise, resolve_sources, run_training,
+                     setup, training_parser)
 from .detector_data import DetectorDataset
 
 SIZE_WEIGHT = 0.1
@@ -92,10 +92,7 @@ def train_step(model, optimizer, batch, autocast_dtype=None):
     with torch.autocast(batch["image"].device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         outputs = model(batch["image"])
     loss, _ = detector_loss([o.float() for o in outputs], batch)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
+    return optimise(optimizer, loss)
 
 
 def evaluate_box_ap(model, data_root, limit, threads):

@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from .common import (DEFAULT_SOURCES, evaluate_copy, main_with_signals, resolve_sources, run_training, setup,
-                     training_parser)
+from .common import (DEFAULT_SOURCES, evaluate_copy, main_with_signals, optimise, resolve_sources, run_training,
+                     setup, training_parser)
 from .topdown_data import TopDownDataset
 from .topdown_targets import heatmap_weighting_loss, render_topdown_targets
 
@@ -61,10 +61,7 @@ def train_step(model, optimizer, images, targets, weights, autocast_dtype=None):
     with torch.autocast(images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         heatmaps = model(images)
     loss = heatmap_weighting_loss(heatmaps.float(), targets, weights)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
+    return optimise(optimizer, loss)
 
 
 def evaluate_ap(model, data_root, limit, size, threads):
