@@ -85,15 +85,16 @@ def test_int8_default_model_is_close_to_fp32_on_a_real_image(clip_frames, tmp_pa
 def assert_same_people(first, second, min_score=0.1):
     """Every person scored >= min_score by either pipeline is in the other's output at any
     score (a fragment scored near the cut may fall on either side of it): the other person
-    with the most keypoints within 8 px (half a network cell on the photo) of its own has at
-    least half of them, and about the same score. The best person's keypoints move under 2 px
-    (median; measured 0.6, 3.0 without the rewrites)."""
+    with the most keypoints within 8 px (half a network cell on the photo) of its own
+    keypoints above 0.2 has at least half of them, at any confidence (a keypoint near 0.2 may
+    fall on either side too), and about the same score. The best person's keypoints move
+    under 2 px (median; measured 0.6, 3.0 without the rewrites)."""
     assert (first.scores >= min_score).sum() >= 1
     for people, others in ((first, second), (second, first)):
         confident = np.flatnonzero(people.scores >= min_score)
         for index in confident[np.argsort(-people.scores[confident])]:
             keypoints = people.keypoints[index]
-            visible = (keypoints[None, :, 2] > 0.2) & (others.keypoints[:, :, 2] > 0.2)
+            visible = (keypoints[None, :, 2] > 0.2) & (others.keypoints[:, :, 2] > 0)
             shift = np.linalg.norm(keypoints[None, :, :2] - others.keypoints[:, :, :2], axis=-1)
             close = ((shift < 8.0) & visible).sum(1)
             match = int(np.argmax(close))
