@@ -25,7 +25,8 @@ the CPM and stages train; --train-stages 1 trains (and evaluates) the initial st
 the default model's path. --replay R then takes R optimiser steps per fresh batch, the
 first on it and the others on batches drawn from a buffer of the last --replay-buffer
 samples' backbone features and targets: each crop serves about R steps for one backbone
-pass. A "step" in the log and the schedule is one fresh batch.
+pass. A "step" in the log and the schedule is one fresh batch. The buffer is not
+checkpointed: a resumed run refills it.
 """
 from pathlib import Path
 
