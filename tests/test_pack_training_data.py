@@ -15,7 +15,7 @@ from pose_core.errors import InputError  # noqa: E402
 from pose_core.skeleton import coco_to_openpose  # noqa: E402
 from pose_core.train.data import BottomUpDataset  # noqa: E402
 from pose_core.train.common import resolve_sources  # noqa: E402
-from tools.pack_training_data import MIB, pack  # noqa: E402
+from tools.pack_training_data import MIB, on_disk, pack  # noqa: E402
 
 
 def quiet(*_):
@@ -149,12 +149,12 @@ def test_keep_samples_stops_shrinking_at_the_minimum_main_person_area(data_root,
 
 def test_budget_drops_the_lowest_weight_source_first(data_root, tmp_path):
     rows = pack(SPECS, data_root, tmp_path / "full", max_side=320, budget="0", log=quiet)
-    full = sum(f.stat().st_size for f in (tmp_path / "full").rglob("*") if f.is_file())
+    full = sum(on_disk(f.stat().st_size) for f in (tmp_path / "full").rglob("*") if f.is_file())
     budget = full - rows[1]["image_mib"] * MIB / 2   # no room for set_b's image
     out = tmp_path / "packed"
     rows = pack(SPECS, data_root, out, max_side=320, budget=str(budget / MIB), log=quiet)
     assert [(r["images"], r["dropped"]) for r in rows] == [(2, 0), (0, 1)]
-    assert sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) <= budget
+    assert sum(on_disk(f.stat().st_size) for f in out.rglob("*") if f.is_file()) <= budget
     assert (out / "sources.txt").read_text() == "--source set_a/person_keypoints.json:set_a/images:0.9\n"
     assert not list((out / "set_b" / "images").iterdir())
 

@@ -240,8 +240,10 @@ def test_training_script_runs_and_resumes(tmp_path):
     # and one step of the log is one fresh batch.
     start = torch.load(tmp_path / "w.pt", weights_only=True)
     train_bottomup.main(common + ["--max-steps", "5", "--freeze-backbone", "--train-stages", "1",
-                                  "--replay", "3", "--replay-buffer", "8"])
+                                  "--replay", "3", "--replay-buffer", "8", "--snapshot-minutes", "1e-9"])
     end = torch.load(tmp_path / "w.pt", weights_only=True)
+    # a snapshot after each step but the last (the final weights are w.pt), named by images seen
+    assert sorted(p.name for p in tmp_path.glob("w.*.pt")) == ["w.8.pt"]
     assert json.loads((tmp_path / "w.progress.json").read_text())["images_seen"] == 10
     assert list(csv.DictReader(open(log)))[-1]["variant"] == "ldlc-openpose initial stage"
     assert all(torch.equal(end[k], v) for k, v in start.items() if k.startswith("backbone."))

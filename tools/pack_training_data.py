@@ -27,7 +27,9 @@ resolve_sources; no --source: its default sources) and writes into --out:
 
 --budget-mb caps the packed folder; `auto` (the default) is what the device machine's 64 MiB
 working-tree limit leaves: 64 MiB minus the files that travel anyway (tracked and
-untracked-not-ignored files, shared/) minus a 1 MiB margin. Over the budget, images are
+untracked-not-ignored files, shared/) minus a 1 MiB margin, every file counted in whole 4 KiB
+disk blocks as the device tool counts it (51 MiB of JPEG bytes took 60 MiB there and were
+refused). Over the budget, images are
 dropped from the lowest-weight source first (in a fixed pseudo-random order, so what is kept
 is an unbiased subset), then from the next one, and the summary says so. A source's weight
 (its share of the sample stream) does not change with its size.
@@ -140,15 +142,21 @@ def packed_size(width, height, max_side):
 
 
 # ---------------------------------------------------------------- budget
+def on_disk(size):
+    """Bytes a file of `size` bytes takes on disk (4 KiB blocks): the device tool's size limit
+    counts these, and a pack of thousands of small JPEGs takes about 17% more than their bytes."""
+    return -(-size // 4096) * 4096
+
+
 def travelling_mib(repo_root=REPO_ROOT):
     """MiB of what the device tool sends anyway: tracked and untracked-not-ignored files, shared/."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                             cwd=repo_root, capture_output=True, check=True).stdout.split(b"\0")
-    total = sum((repo_root / os.fsdecode(f)).stat().st_size for f in listed
+    total = sum(on_disk((repo_root / os.fsdecode(f)).stat().st_size) for f in listed
                 if f and (repo_root / os.fsdecode(f)).is_file())
     shared = repo_root / "shared"
     if shared.is_dir():
-        total += sum(p.stat().st_size for p in shared.rglob("*") if p.is_file() and not p.is_symlink())
+        total += sum(on_disk(p.stat().st_size) for p in shared.rglob("*") if p.is_file() and not p.is_symlink())
     return total / MIB
 
 
@@ -359,9 +367,10 @@ def _apply_budget(packed, image_bytes, budget_bytes, tmp):
     for p in packed:
         for name in p.images:
             refs[(p.folder, name)] = refs.get((p.folder, name), 0) + 1
-    fixed = 4096 + sum(_json_bytes({k: v for k, v in p.coco.items() if k not in ("images", "annotations")})
+    # sources.txt, pack.json and each annotation file: at most a disk block more than their bytes
+    fixed = 4096 * (2 + len(packed)) + sum(_json_bytes({k: v for k, v in p.coco.items() if k not in ("images", "annotations")})
                        for p in packed)
-    total = fixed + sum(image_bytes.values()) + sum(p.entry_bytes(f) for p in packed for f in p.images)
+    total = fixed + sum(map(on_disk, image_bytes.values())) + sum(p.entry_bytes(f) for p in packed for f in p.images)
     if total <= budget_bytes:
         return ""
     # Stable order: by weight, and among equal weights the later source first.
@@ -375,7 +384,7 @@ def _apply_budget(packed, image_bytes, budget_bytes, tmp):
             p.dropped += 1
             refs[(p.folder, name)] -= 1
             if refs[(p.folder, name)] == 0:
-                total -= image_bytes[(p.folder, name)]
+                total -= on_disk(image_bytes[(p.folder, name)])
     lines = [f"{p.spec}: dropped {p.dropped} of {p.dropped + len(p.images)} images"
              + ("" if p.images else " (left out of sources.txt)") for p in packed if p.dropped]
     return ("over budget, dropped images from the lowest-weight sources first:\n  " + "\n  ".join(lines)

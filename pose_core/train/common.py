@@ -28,6 +28,7 @@ import torch
 
 from ..errors import InputError, PoseError
 from ..eval import DEFAULT_DATA_ROOT
+from ..models.io import save_torch_weights
 from ..registry import REPO_ROOT, WEIGHTS_DIR, get_spec
 from .data import Source, collate, make_loader
 
@@ -71,6 +72,10 @@ def training_parser(doc, model, sources_help, batch, lr, warmup_steps, crop_help
     p.add_argument("--save-weights", nargs="?", const="", default=None, metavar="PATH",
                    help="also write fp16 weights (default path: weights/<model file>) and their "
                         "progress file (<weights>.progress.json) with each checkpoint")
+    p.add_argument("--snapshot-minutes", type=float, default=0.0,
+                   help="with --save-weights: every this many training minutes also write the weights "
+                        "to <weights>.<images seen>.pt, to pick the best point of a run afterwards "
+                        "(a GPU slice cannot evaluate on the device); 0: never")
     p.add_argument("--resume-weights", nargs="?", const="", default=None, metavar="PATH",
                    help="when --ckpt does not exist, start from these fp16 weights (default: "
                         "weights/<model file>) and their progress file: the committed way to carry "
@@ -249,6 +254,7 @@ def setup(args):
     torch.set_flush_denormal(True)  # denormals slow CPU convolutions down about 10x
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest kernels once
     return torch.device(args.device)
 
 
@@ -271,8 +277,6 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
             raise InputError(f"checkpoint {args.ckpt} is for {ckpt['model_name']}, not {args.model}")
     pretrained = bool(args.init_backbone) or bool(ckpt and ckpt["pretrained_backbone"])
     model = build_model(args.model, None if ckpt else args.init_backbone).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
     backbone_lr = args.lr * (args.backbone_lr_mult if pretrained else 1.0)
     optimizer = torch.optim.AdamW(param_groups(model, args.lr, backbone_lr, args.weight_decay))
     generator = torch.Generator().manual_seed(args.seed)
@@ -297,6 +301,13 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
         generator.manual_seed(args.seed + images_seen)  # new augmentations, not a replay
         print(f"resumed weights {weights_path}: step {step}, {images_seen} images", flush=True)
 
+    def weights_file():
+        return Path(args.save_weights or WEIGHTS_DIR / spec.torch_file)
+
+    def snapshot():
+        path = weights_file()
+        save_torch_weights(model, path.with_name(f"{path.stem}.{images_seen}{path.suffix}"))
+
     def save(weights=True):
         if args.ckpt:
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -304,8 +315,7 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
                          "train_seconds": train_seconds, "model_name": args.model,
                          "pretrained_backbone": pretrained}, args.ckpt)
         if weights and args.save_weights is not None:
-            from ..models.io import save_torch_weights
-            weights_path = Path(args.save_weights or WEIGHTS_DIR / spec.torch_file)
+            weights_path = weights_file()
             save_torch_weights(model, weights_path)
             progress_path(weights_path).write_text(json.dumps(
                 {"model": args.model, "step": step, "images_seen": images_seen,
@@ -322,6 +332,7 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
         freeze_batchnorm(model.backbone)
     last_ckpt = last_eval = time.monotonic()
     run_images, run_seconds = images_seen, train_seconds
+    last_snapshot = train_seconds
     window_loss, window_steps, window_images, window_start = 0.0, 0, 0, time.monotonic()
 
     def log_row(loss="", images_per_s="", AP=""):
@@ -387,6 +398,10 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
         if args.ckpt_minutes and now - last_ckpt >= 60 * args.ckpt_minutes:
             save(weights=not keep_best)
             last_ckpt = now
+        if (args.snapshot_minutes and args.save_weights is not None and not done()
+                and train_seconds - last_snapshot >= 60 * args.snapshot_minutes):
+            snapshot()
+            last_snapshot = train_seconds
         if args.eval_every_minutes and now - last_eval >= 60 * args.eval_every_minutes and not done():
             evaluate_and_keep()
             last_eval = time.monotonic()
