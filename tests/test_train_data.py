@@ -249,5 +249,14 @@ def test_training_script_runs_and_resumes(tmp_path):
     assert all(torch.equal(end[k], v) for k, v in start.items() if k.startswith("backbone."))
     assert not all(torch.equal(end[k], v) for k, v in start.items() if k.startswith("cpm."))
     assert all(torch.equal(end[k], v) for k, v in start.items() if k.startswith("refinement_stages."))
+    # The refinement stage alone, on the frozen backbone, CPM and initial stage (BN statistics too).
+    train_bottomup.main(common + ["--max-steps", "7", "--freeze-backbone", "--train-stages", "2",
+                                  "--frozen-stages", "1", "--replay", "2", "--replay-buffer", "8"])
+    after = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert list(csv.DictReader(open(log)))[-1]["variant"] == "ldlc-openpose stage 2"
+    assert all(torch.equal(after[k], v) for k, v in end.items() if not k.startswith("refinement_stages."))
+    assert not all(torch.equal(after[k], v) for k, v in end.items() if k.startswith("refinement_stages."))
     with pytest.raises(SystemExit):
         train_bottomup.main(common + ["--replay", "2"])  # replay needs the frozen backbone
+    with pytest.raises(SystemExit):  # frozen stages need a frozen backbone and a later stage to train
+        train_bottomup.main(common + ["--freeze-backbone", "--train-stages", "1", "--frozen-stages", "1"])

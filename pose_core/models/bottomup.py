@@ -277,14 +277,24 @@ class LDLCOpenPose(nn.Module):
         """Input pixels (RGB 0..255) -> backbone output, which the CPM takes."""
         return self.backbone(x / 127.5 - 1.0)
 
-    def stage_outputs(self, backbone_features, num_stages=None):
-        """[(heatmaps, pafs)] of the first `num_stages` stages (all when None)."""
-        features = self.cpm(backbone_features)
-        outputs = [self.initial_stage(features)]
+    def stage_outputs(self, backbone_features, num_stages=None, frozen_stages=0):
+        """[(heatmaps, pafs)] of the first `num_stages` stages (all when None). With
+        `frozen_stages` K > 0 the CPM and the first K stages run without gradients, so that
+        training moves the later stages alone."""
+        grad = torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad and frozen_stages == 0):
+            features = self.cpm(backbone_features)
+            outputs = [self.initial_stage(features)]
         stages = self.refinement_stages if num_stages is None else self.refinement_stages[:num_stages - 1]
-        for stage in stages:
-            outputs.append(stage(torch.cat([features, *outputs[-1]], dim=1)))
+        for number, stage in enumerate(stages, start=2):
+            with torch.set_grad_enabled(grad and number > frozen_stages):
+                outputs.append(stage(torch.cat([features, *outputs[-1]], dim=1)))
         return outputs
+
+    def frozen_modules(self, frozen_stages):
+        """The CPM and the first `frozen_stages` stages (none when 0)."""
+        stages = [self.initial_stage, *self.refinement_stages][:frozen_stages]
+        return [self.cpm, *stages] if frozen_stages else []
 
 
 def build_ldlc_openpose(variant: str, **options) -> LDLCOpenPose:

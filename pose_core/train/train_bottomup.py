@@ -48,6 +48,10 @@ def parse_args(argv=None):
     p.add_argument("--freeze-backbone", action="store_true",
                    help="train the CPM and stages only; the backbone runs without gradients")
     p.add_argument("--train-stages", type=int, help="train and evaluate the first N stages (default: all)")
+    p.add_argument("--frozen-stages", type=int, default=0,
+                   help="with --freeze-backbone: the CPM and the first K stages are frozen too, so only "
+                        "the later stages train (K=1: the refinement stage on the default model's "
+                        "unchanged initial stage)")
     p.add_argument("--replay", type=int, default=1,
                    help="with --freeze-backbone: optimiser steps per fresh batch, the extra ones on "
                         "batches drawn from the buffer of recent backbone features")
@@ -57,6 +61,9 @@ def parse_args(argv=None):
         p.error("--replay N (N >= 1) needs --freeze-backbone when N > 1")
     if args.train_stages is not None and args.train_stages < 1:
         p.error("--train-stages must be at least 1")
+    if args.frozen_stages and (not args.freeze_backbone or args.train_stages is None
+                               or not 0 < args.frozen_stages < args.train_stages):
+        p.error("--frozen-stages K needs --freeze-backbone and fewer than --train-stages stages")
     return args
 
 
@@ -84,9 +91,11 @@ def train_step(model, optimizer, images, heatmaps, pafs, mask, autocast_dtype=No
     return optimise(optimizer, bottomup_loss(outputs, heatmaps, pafs, mask))
 
 
-def train_heads_step(model, optimizer, features, heatmaps, pafs, mask, num_stages=None):
-    """One step of the CPM and stages on backbone features computed without gradients."""
-    return optimise(optimizer, bottomup_loss(model.stage_outputs(features, num_stages), heatmaps, pafs, mask))
+def train_heads_step(model, optimizer, features, heatmaps, pafs, mask, num_stages=None, frozen_stages=0):
+    """One step of the CPM and stages on backbone features computed without gradients; the
+    loss covers the stages that train (not the first `frozen_stages`)."""
+    outputs = model.stage_outputs(features, num_stages, frozen_stages)[frozen_stages:]
+    return optimise(optimizer, bottomup_loss(outputs, heatmaps, pafs, mask))
 
 
 class ReplayBuffer:
@@ -139,14 +148,16 @@ def run(args, stop):
         if not args.freeze_backbone:
             return train_step(model, optimizer, images, heatmaps, pafs, mask, autocast_dtype,
                               args.train_stages), len(images)
-        model.backbone.eval()  # frozen, BatchNorm statistics included (the loop sets train mode)
+        for module in [model.backbone, *model.frozen_modules(args.frozen_stages)]:
+            module.eval()  # frozen, BatchNorm statistics included (the loop sets train mode)
         with torch.no_grad():
             features = model.backbone_features(images)
-        losses = [train_heads_step(model, optimizer, features, heatmaps, pafs, mask, args.train_stages)]
+        heads = dict(num_stages=args.train_stages, frozen_stages=args.frozen_stages)
+        losses = [train_heads_step(model, optimizer, features, heatmaps, pafs, mask, **heads)]
         if replay is not None:
             replay.add(features, heatmaps, pafs, mask)
-            losses += [train_heads_step(model, optimizer, *replay.sample(len(images), generator, device),
-                                        args.train_stages) for _ in range(args.replay - 1)]
+            losses += [train_heads_step(model, optimizer, *replay.sample(len(images), generator, device), **heads)
+                       for _ in range(args.replay - 1)]
         return sum(losses) / len(losses), len(images)
 
     def evaluate(model):
@@ -154,8 +165,10 @@ def run(args, stop):
         return evaluate_ap(model, args.data_root, args.eval_limit, args.eval_height, args.threads)
 
     # Rows of a partial run are its own curve: its loss and AP are those of the stages it trains.
-    log_variant = None if args.train_stages is None else args.model + (
-        " initial stage" if args.train_stages == 1 else f" first {args.train_stages} stages")
+    first, last = args.frozen_stages + 1, args.train_stages
+    log_variant = None if last is None else args.model + (
+        " initial stage" if last == 1 else f" stage {last}" if first == last
+        else f" first {last} stages" if first == 1 else f" stages {first}-{last}")
     run_training(args, stop, dataset, step, evaluate, DEFAULT_SOURCES, log_variant=log_variant)
 
 
