@@ -1,5 +1,6 @@
 import csv
 import json
+import signal
 
 import cv2
 import numpy as np
@@ -9,7 +10,7 @@ from torch import nn
 
 from pose_core.errors import InputError
 from pose_core.skeleton import NUM_HEATMAPS, NUM_PAFS
-from pose_core.train import common, train_bottomup
+from pose_core.train import common, data, train_bottomup
 from pose_core.train.augment import PAD_RGB, affine_matrices, augment_batch, transform_keypoints, warp_images
 from pose_core.train.data import BottomUpDataset, Source, SourceWeightedSampler, collate, load_source
 from pose_core.train.targets import loss_mask_from_ignore
@@ -260,3 +261,20 @@ def test_training_script_runs_and_resumes(tmp_path):
         train_bottomup.main(common + ["--replay", "2"])  # replay needs the frozen backbone
     with pytest.raises(SystemExit):  # frozen stages need a frozen backbone and a later stage to train
         train_bottomup.main(common + ["--freeze-backbone", "--train-stages", "1", "--frozen-stages", "1"])
+
+
+class _SignalHandlers(torch.utils.data.Dataset):
+    """What a loader worker does with SIGINT and SIGTERM."""
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, _):
+        return [signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGINT, signal.SIGTERM)]
+
+
+def test_loader_workers_leave_ctrl_c_and_sigterm_to_the_main_process():
+    # `pkill -f train_bottomup` signals the workers too: a dead worker would crash the final save
+    loader = torch.utils.data.DataLoader(_SignalHandlers(), num_workers=1, worker_init_fn=data._worker_init,
+                                         collate_fn=lambda batch: batch[0])
+    assert next(iter(loader)) == [True, True]

@@ -229,7 +229,10 @@ class SourceWeightedSampler(torch.utils.data.Sampler):
 
 def _worker_init(_):
     import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the main process handles Ctrl-C and saves
+    # The main process handles Ctrl-C and SIGTERM and saves; a worker that died of the signal
+    # (`pkill -f train_bottomup` reaches the workers too) would crash its final evaluation.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
