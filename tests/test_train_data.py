@@ -146,8 +146,9 @@ class TinyTwoStageNet(nn.Module):
     def backbone_features(self, x):
         return self.backbone(x / 127.5 - 1)
 
-    def stage_outputs(self, features, num_stages=None):
-        outputs = [self.initial_stage(features)]
+    def stage_outputs(self, features, num_stages=None, frozen_stages=0):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and frozen_stages == 0):
+            outputs = [self.initial_stage(features)]
         if num_stages is None or num_stages > 1:
             outputs.append(self.refinement(torch.cat([features, outputs[0]], 1)))
         return [(o[:, :NUM_HEATMAPS], o[:, NUM_HEATMAPS:]) for o in outputs]
@@ -180,6 +181,13 @@ def test_heads_train_on_frozen_features_and_stage_one_alone_leaves_the_refinemen
     assert losses[-1] < losses[0]
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert changed == {"initial_stage.weight", "initial_stage.bias"}
+    # the refinement alone: the loss leaves out the frozen initial stage
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    losses = [train_bottomup.train_heads_step(model, optimizer, features, heatmaps, pafs, mask, num_stages=2,
+                                              frozen_stages=1) for _ in range(8)]
+    assert losses[-1] < losses[0]
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed == {"refinement.weight", "refinement.bias"}
 
 
 def test_replay_buffer_keeps_the_latest_samples_in_a_ring():
