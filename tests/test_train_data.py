@@ -274,7 +274,6 @@ def test_training_script_runs_and_resumes(tmp_path):
         train_bottomup.main(common + ["--freeze-backbone", "--train-stages", "1", "--frozen-stages", "1"])
 
 
-
 def test_loader_workers_leave_ctrl_c_and_sigterm_to_the_main_process():
     # `pkill -f train_bottomup` signals the workers too: a dead worker would crash the final save.
     # A fresh interpreter: a worker forked from this test process can deadlock in its thread pools.

@@ -165,11 +165,16 @@ def run(args, stop):
         return evaluate_ap(model, args.data_root, args.eval_limit, args.eval_height, args.threads)
 
     # Rows of a partial run are its own curve: its loss and AP are those of the stages it trains.
-    first, last = args.frozen_stages + 1, args.train_stages
-    log_variant = None if last is None else args.model + (
-        " initial stage" if last == 1 else f" stage {last}" if first == last
-        else f" first {last} stages" if first == 1 else f" stages {first}-{last}")
+    log_variant = None if args.train_stages is None else (
+        f"{args.model} {trained_stages_label(args.frozen_stages + 1, args.train_stages)}")
     run_training(args, stop, dataset, step, evaluate, DEFAULT_SOURCES, log_variant=log_variant)
+
+
+def trained_stages_label(first, last):
+    """'initial stage', 'first 2 stages', 'stage 2', 'stages 2-3': what a partial run trains."""
+    if first == 1:
+        return "initial stage" if last == 1 else f"first {last} stages"
+    return f"stage {last}" if first == last else f"stages {first}-{last}"
 
 
 if __name__ == "__main__":
