@@ -19,7 +19,7 @@ from PyQt6.QtGui import QImage
 from pose_core import registry
 from pose_core.draw import draw_people
 from pose_core.errors import PoseError
-from pose_core.result import People
+from pose_core.result import People, min_person_score_of
 from pose_core.smoothing import PoseSmoother
 from pose_core.tracking import PoseTracker
 from pose_core.video import SafeVideoWriter, open_camera, open_video, read_image
@@ -393,7 +393,7 @@ class InferenceWorker(QObject):
         elif self._pipeline is None:
             people = People.empty()
         else:
-            people = self._pipeline(frame.image).confident()
+            people = self._pipeline(frame.image).confident(min_person_score_of(self._pipeline))
             if previous is None:
                 people = self._follow(people, frame, options)
         image = draw_people(frame.image.copy(), people, min_score=options.min_score, keypoints=options.keypoints,

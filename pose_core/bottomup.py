@@ -7,8 +7,18 @@ import numpy as np
 from .errors import PoseError, WeightsError
 from .frames import as_bgr
 from .paf_grouping import PEAK_THRESHOLD, decode_people
-from .result import People
+from .result import MIN_PERSON_SCORE, People
 from .skeleton import NUM_HEATMAPS, NUM_PAFS, OPENPOSE_FLIP_INDEX, OPENPOSE_LIMBS, openpose_to_coco
+from .topdown import oks_nms
+
+# People found at several network heights (extra_heights) are merged by OKS-NMS at this
+# threshold, chosen on coco_person_train images (0.2-0.9 measured; README).
+MULTI_SCALE_OKS_THRESHOLD = 0.5
+
+# Size-weighted person scores (paf_grouping.size_weighted_scores) run lower than unweighted
+# ones; this threshold shows about as many people on the crowd clips as MIN_PERSON_SCORE did
+# without the weight (README, "Inference options").
+SIZE_SCORED_MIN_PERSON_SCORE = 0.05
 
 # The ImageNet mean, the "mean value" padding of the training recipe; defined here (not in
 # pose_core.train) because inference must not import torch.
@@ -31,48 +41,70 @@ class BottomUpPipeline:
     sub-cell refinement, 4 upsamples first as the Lightweight OpenPose demo does; on
     coco_val_dev 1 measured both cheaper and more accurate (README). `flip_test`
     also runs the mirrored frame and averages its mirrored-back maps in (twice the
-    network time). `height` may be changed between calls (the GUI does).
+    network time). `fill_missing` and `size_score`: paf_grouping.decode_people's, both on
+    by default (measured on coco_val_dev, README); `min_person_score` is the display
+    threshold meant for the scores. `extra_heights` (multi-scale): the network also runs at
+    these heights and the people of all are merged by OKS-NMS. `height` may be changed
+    between calls (the GUI does).
     """
 
     kind = "bottom-up"
 
     def __init__(self, runner, height=256, stride=8, upsample=1, peak_threshold=PEAK_THRESHOLD,
-                 flip_test=False):
+                 flip_test=False, fill_missing=True, size_score=True, extra_heights=()):
         self.runner = runner
         self.height = height
+        self.extra_heights = tuple(int(h) for h in extra_heights)
         self.stride = stride
         self.upsample = upsample
         self.peak_threshold = peak_threshold
         self.flip_test = flip_test
+        self.decode_options = {"fill_missing": fill_missing, "size_score": size_score}
+        self.min_person_score = SIZE_SCORED_MIN_PERSON_SCORE if size_score else MIN_PERSON_SCORE
         self.backend = getattr(runner, "name", type(runner).__name__)
 
     def __call__(self, frame):
-        start = perf_counter()
         frame = as_bgr(frame)
-        batch, resized_size = self.preprocess(frame)
+        timings = dict.fromkeys(("preprocess", "network", "grouping"), 0.0)
+        found = [self._people_at(frame, height, timings) for height in (self.height, *self.extra_heights)]
+        start = perf_counter()
+        keypoints = np.concatenate([k for k, _ in found])
+        scores = np.concatenate([s for _, s in found])
+        if len(found) > 1 and len(keypoints):
+            keep = oks_nms(keypoints, scores, keypoint_box_areas(keypoints), MULTI_SCALE_OKS_THRESHOLD)
+            keypoints, scores = keypoints[keep], scores[keep]
+        people = People.from_keypoints(keypoints, scores) if len(keypoints) else People.empty()
+        timings["grouping"] += perf_counter() - start
+        people.timings = timings
+        return people
+
+    def _people_at(self, frame, height, timings):
+        """(keypoints (N, 17, 3) COCO order in frame pixels, scores (N,)) with the network at
+        `height`; the stage times are added to `timings`."""
+        start = perf_counter()
+        batch, resized_size = self.preprocess(frame, height)
         network_start = perf_counter()
         heatmaps, pafs = self._run(batch)
         if self.flip_test:
             heatmaps, pafs = average_with_mirrored(heatmaps, pafs, *self._run(batch[..., ::-1].copy()))
         grouping_start = perf_counter()
         keypoints, scores = decode_people(heatmaps, pafs, self.stride, self.upsample, resized_size,
-                                          self.peak_threshold)
-        people = People.empty()
-        if len(keypoints):
-            keypoints = _to_frame_pixels(keypoints, resized_size, frame.shape[:2])
-            people = People.from_keypoints(openpose_to_coco(keypoints), scores)
-        people.timings = {"preprocess": network_start - start,
-                          "network": grouping_start - network_start,
-                          "grouping": perf_counter() - grouping_start}
-        return people
+                                          self.peak_threshold, **self.decode_options)
+        keypoints = openpose_to_coco(_to_frame_pixels(keypoints, resized_size, frame.shape[:2]))
+        timings["preprocess"] += network_start - start
+        timings["network"] += grouping_start - network_start
+        timings["grouping"] += perf_counter() - grouping_start
+        return keypoints, scores
 
-    def preprocess(self, frame):
+    def preprocess(self, frame, height=None):
         """BGR uint8 frame -> ((1, 3, H, W) float32 RGB batch padded right and bottom to a
-        multiple of the stride, (height, width) of the resized image inside it)."""
-        if int(self.height) < self.stride:
-            raise PoseError(f"network input height {self.height} is below the stride {self.stride}")
+        multiple of the stride, (height, width) of the resized image inside it); the resized
+        height is `height`, by default the pipeline's."""
+        height = int(self.height if height is None else height)
+        if height < self.stride:
+            raise PoseError(f"network input height {height} is below the stride {self.stride}")
         h, w = frame.shape[:2]
-        new_h = int(self.height)
+        new_h = height
         new_w = max(1, round(w * new_h / h))
         # INTER_LINEAR: ~15x faster than INTER_AREA when shrinking a 720p frame.
         resized = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
@@ -101,6 +133,15 @@ def average_with_mirrored(heatmaps, pafs, mirrored_heatmaps, mirrored_pafs):
     back_pafs = limb_pafs[np.argsort(PAF_FLIP_LIMB), :, :, ::-1] * np.array([-1, 1], np.float32)[:, None, None]
     return ((heatmaps + back_heatmaps) / 2,
             (pafs + back_pafs.reshape(pafs.shape)) / 2)
+
+
+def keypoint_box_areas(keypoints):
+    """(N, K, 3) keypoints -> (N,) areas for OKS: 0.51 x the area of each person's box of
+    present keypoints (0.51: coco_val_dev's median ratio of segment to box area), + 1 px^2."""
+    present = keypoints[..., 2:] > 0
+    low = np.where(present, keypoints[..., :2], np.inf).min(1)
+    high = np.where(present, keypoints[..., :2], -np.inf).max(1)
+    return 0.51 * np.prod(np.maximum(high - low, 0), axis=1) + 1.0
 
 
 def _to_frame_pixels(keypoints, resized_size, frame_size):

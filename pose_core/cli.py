@@ -17,7 +17,7 @@ from .backends import BACKENDS
 from .draw import draw_people
 from .errors import InputError, PoseError
 from .keypoint_export import open_keypoint_writer
-from .result import MIN_PERSON_SCORE
+from .result import min_person_score_of
 from .smoothing import PoseSmoother
 from .tracking import PoseTracker
 from .video import (VIDEO_CODECS, VIDEO_EXTENSIONS, SafeVideoWriter, open_camera, open_video, prepare_output,
@@ -61,12 +61,17 @@ def build_parser():
     p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
                    help="also run the mirrored frame and average: more accurate, twice the network "
                         "time (default: the model's; off for bottom-up models)")
+    p.add_argument("--multi-scale", type=int, nargs="+", metavar="H",
+                   help="bottom-up models: also run the network at these input heights and merge the "
+                        "people (e.g. --multi-scale 512: more accurate on small people, about 5x the "
+                        "network time)")
     p.add_argument("--detector", metavar="NAME",
                    help="top-down models: the person detector, a registered detector or bottom-up model "
                         f"(default: {registry.DEFAULT_DETECTOR} when its weights exist, else {registry.DEFAULT_MODEL})")
     p.add_argument("--threshold", type=float, default=0.2, help="draw keypoints above this score (default 0.2)")
-    p.add_argument("--min-person-score", type=float, default=MIN_PERSON_SCORE, metavar="S",
-                   help=f"leave out people scored below S: drawing, ids and exports (default {MIN_PERSON_SCORE})")
+    p.add_argument("--min-person-score", type=float, default=None, metavar="S",
+                   help="leave out people scored below S: drawing, ids and exports (default: the model's, "
+                        "0.05 for the bottom-up models, whose person scores are weighted by size, else 0.1)")
     p.add_argument("--no-track", action="store_true", help="no person ids across frames (also disables smoothing)")
     p.add_argument("--no-smooth", action="store_true", help="no keypoint smoothing across frames")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
@@ -101,7 +106,7 @@ def _check_numbers(args):
         raise PoseError("--threads must be at least 1")
     if args.max_frames is not None and args.max_frames < 1:
         raise PoseError("--max-frames must be at least 1")
-    if not 0 <= args.min_person_score <= 1:
+    if args.min_person_score is not None and not 0 <= args.min_person_score <= 1:
         raise PoseError("--min-person-score must be between 0 and 1")
 
 
@@ -117,10 +122,10 @@ def list_models(backend):
 class FrameProcessor:
     """Pose, tracking, smoothing and drawing for one frame after another of one source."""
 
-    def __init__(self, pipeline, track=True, smooth=True, min_score=0.2, min_person_score=MIN_PERSON_SCORE):
+    def __init__(self, pipeline, track=True, smooth=True, min_score=0.2, min_person_score=None):
         self.pipeline = pipeline
         self.min_score = min_score
-        self.min_person_score = min_person_score
+        self.min_person_score = min_person_score_of(pipeline) if min_person_score is None else min_person_score
         self.tracker = PoseTracker() if track else None
         self.smoother = PoseSmoother() if track and smooth else None  # it follows track ids
 
@@ -217,6 +222,10 @@ def load_pipeline(args):
         if spec.kind != "top-down" or spec.layout == "movenet":
             raise PoseError(f"--detector is for the top-down models; {args.model} does not take a person detector")
         options["detector"] = args.detector
+    if args.multi_scale:
+        if registry.get_spec(args.model).kind != "bottom-up" or any(not 32 <= h <= 2048 for h in args.multi_scale):
+            raise PoseError("--multi-scale takes heights between 32 and 2048 and is for bottom-up models")
+        options["extra_heights"] = args.multi_scale
     return registry.load_pipeline(args.model, args.backend, args.height, weights=args.weights,
                                   threads=args.threads, precision=args.precision, **options)
 

@@ -207,6 +207,13 @@ def main(argv=None):
                         help="also run the mirrored image and average (default: the model's)")
     parser.add_argument("--upsample", type=int, default=None,
                         help="bottom-up: map upsampling before peak finding (1: sub-cell peaks on the grid)")
+    for name, what in (("fill-missing", "fill the keypoints the grouping left empty from the person's "
+                                         "neighbourhood of the heatmaps"),
+                       ("size-score", "weight person scores by the person's size")):
+        parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None,
+                            help=f"bottom-up: {what} (default: on)")
+    parser.add_argument("--multi-scale", type=int, nargs="+", metavar="H",
+                        help="bottom-up: also run the network at these heights and merge the people")
     args = parser.parse_args(argv)
 
     def evaluate_in(image_dir):
@@ -218,6 +225,15 @@ def main(argv=None):
             if spec.kind != "bottom-up" or args.upsample < 1:
                 raise InputError("--upsample takes a factor >= 1 and is for bottom-up models")
             options["upsample"] = args.upsample
+        if args.multi_scale:
+            if spec.kind != "bottom-up":
+                raise InputError("--multi-scale is for bottom-up models")
+            options["extra_heights"] = args.multi_scale
+        for option in ("fill_missing", "size_score"):
+            if getattr(args, option) is not None:
+                if spec.kind != "bottom-up":
+                    raise InputError(f"--{option.replace('_', '-')} is for bottom-up models")
+                options[option] = getattr(args, option)
         if args.detector and args.gt_boxes:
             raise InputError("--detector and --gt-boxes exclude each other")
         if args.detector:

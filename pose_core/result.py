@@ -8,8 +8,15 @@ from .skeleton import NUM_KEYPOINTS
 
 # People below this person score are left out of what users see and export (evaluation keeps
 # everyone): bottom-up grouping leaves limb fragments of 3-4 keypoints scored 0.02-0.1, while
-# the people every model finds on the bundled clip score 0.1 and more.
+# the people every model finds on the bundled clip score 0.1 and more. A pipeline whose
+# scores run on another scale says so with a `min_person_score` attribute.
 MIN_PERSON_SCORE = 0.1
+
+
+def min_person_score_of(pipeline):
+    """The person-score threshold meant for `pipeline`'s scores (its `min_person_score`, else
+    MIN_PERSON_SCORE)."""
+    return getattr(pipeline, "min_person_score", MIN_PERSON_SCORE)
 
 
 @dataclass

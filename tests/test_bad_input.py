@@ -59,6 +59,10 @@ BAD_CASES = [
     ("uncreatable output folder", lambda t, w: ["--video", CLIP, "--weights", w.onnx, "--out",
                                                 random_bytes(t / "a_file") / "sub" / "x.mp4"],
      "cannot create output folder"),
+    ("multi-scale on a top-down model", lambda t, w: ["--video", CLIP, "--model", "mnv2-hwloss", "--multi-scale", 512],
+     "--multi-scale takes heights"),
+    ("multi-scale height out of range", lambda t, w: ["--video", CLIP, "--weights", w.onnx, "--multi-scale", 9000],
+     "--multi-scale takes heights"),
 ]
 
 

@@ -91,6 +91,16 @@ def test_bench_reports_every_stage_of_the_cli_loop(untrained_t6, tmp_path, capsy
     assert "network" in capsys.readouterr().out
 
 
+def test_bench_times_multi_scale_and_refuses_it_for_top_down(untrained_t6, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--model", registry.DEFAULT_MODEL, "--backend", "onnx", "--weights", str(untrained_t6.onnx),
+                       "--frames", "2", "--multi-scale", "384", "--json", str(out)]) == 0
+    [result] = json.loads(out.read_text())
+    assert result["extra_heights"] == [384] and "input height 256 + 384" in capsys.readouterr().out
+    assert bench.main(["--model", "mnv2-hwloss", "--backend", "onnx", "--multi-scale", "384"]) == 2
+    assert "--multi-scale is for bottom-up models" in capsys.readouterr().err
+
+
 def test_bench_on_generated_clips_reports_the_cost_per_person(tmp_path):
     """The generated clips hold the asked number of people: the trained top-down model finds
     them, and its network time is also given per person."""
@@ -171,3 +181,18 @@ def test_people_below_the_person_score_floor_are_left_out(tmp_path):
         np.zeros((8, 8, 3), np.uint8), 0.0).scores.tolist() == pytest.approx([0.5, 0.1])
     assert len(FrameProcessor(lambda frame: people, track=False, min_person_score=0.0)(
         np.zeros((8, 8, 3), np.uint8), 0.0)) == 3
+
+
+def test_the_person_score_floor_defaults_to_the_pipelines_own():
+    people = People(np.ones((3, 17, 3)), [0.03, 0.5, 0.07], np.zeros((3, 4)))
+
+    class SizeScoredPipeline:
+        min_person_score = 0.05
+
+        def __call__(self, frame):
+            return people
+
+    frame = np.zeros((8, 8, 3), np.uint8)
+    assert FrameProcessor(SizeScoredPipeline(), track=False)(frame, 0.0).scores.tolist() == pytest.approx([0.5, 0.07])
+    assert FrameProcessor(lambda f: people, track=False)(frame, 0.0).scores.tolist() == pytest.approx([0.5])  # 0.1
+    assert len(FrameProcessor(SizeScoredPipeline(), track=False, min_person_score=0.0)(frame, 0.0)) == 3

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from pose_core.paf_grouping import _match_greedy, decode_people, find_peaks, group_people, upsample_maps
+from pose_core.paf_grouping import (FULL_SCORE_SIZE, _match_greedy, decode_people, fill_missing_keypoints,
+                                   find_peaks, group_people, size_weighted_scores, upsample_maps)
 from pose_core.skeleton import GROUPING_LIMB_INDEX, OPENPOSE_GROUPING_ORDER
 from pose_core.train.targets import render_bottomup_targets
 
@@ -127,10 +128,15 @@ def test_match_greedy_equals_sequential_greedy(seed):
 @pytest.mark.parametrize("upsample, tolerance", [(4, 1.5), (1, 0.05)])
 def test_one_person(upsample, tolerance):
     truth = person(200, 30, 190)
-    keypoints, scores = decode_people(*render_maps(truth[None], 256, 400), upsample=upsample)
+    maps = render_maps(truth[None], 256, 400)
+    keypoints, scores = decode_people(*maps, upsample=upsample, size_score=False)
     assert keypoints.shape == (1, 18, 3) and scores.shape == (1,)
     assert_close_to_truth(keypoints, truth[None], tolerance)
     assert 0.9 < scores[0] <= 1.0
+    # The size weight: the keypoint box is 0.3 x 0.92 of 190 px, under half the 256 px height.
+    size = np.sqrt(np.prod(np.ptp(truth[:, :2], axis=0) / 8 * upsample + 1))
+    weighted = decode_people(*maps, upsample=upsample)[1]
+    assert weighted[0] == pytest.approx(scores[0] * np.sqrt(size / (FULL_SCORE_SIZE * 256 / 8 * upsample)), rel=0.02)
 
 
 @pytest.mark.parametrize("upsample, tolerance", [(4, 1.5), (1, 0.05)])
@@ -194,9 +200,12 @@ def test_valid_size_leaves_out_peaks_in_the_padding():
     truth = person(100, 30, 190)
     truth[4, :2] = (70, 252)        # right wrist at the bottom edge
     heatmaps, pafs = render_maps(truth[None], 256, 256)
-    full, _ = decode_people(heatmaps, pafs)
-    inside, _ = decode_people(heatmaps, pafs, valid_size=(240, 256))
+    full, _ = decode_people(heatmaps, pafs, fill_missing=False)
+    inside, _ = decode_people(heatmaps, pafs, valid_size=(240, 256), fill_missing=False)
     assert full[0, 4, 2] > 0 and inside[0, 4, 2] == 0
+    # Filling the empty slot searches the valid rows only: the wrist blob's tail above them.
+    filled, _ = decode_people(heatmaps, pafs, valid_size=(240, 256))
+    assert 0 < filled[0, 4, 2] < full[0, 4, 2] and filled[0, 4, 1] < 240
 
 
 # ------------------------------------------- equivalence with the original code
@@ -276,3 +285,52 @@ def test_grouping_equals_the_original_on_noisy_crowds(seed):
     key = lambda kps: sorted(map(tuple, np.round(kps.reshape(len(kps), -1), 4)))  # noqa: E731
     assert key(keypoints) == key(expected_keypoints)
     assert np.all((scores > 0) & (scores <= 1))
+
+
+# ------------------------------------------------------------ after grouping
+def grid(xy, stride=8):
+    """Input pixels -> grid pixels (an integer coordinate is a pixel centre in both)."""
+    return (np.asarray(xy) + 0.5) / stride - 0.5
+
+
+def test_fill_missing_keypoints_takes_the_persons_own_weak_blob_not_a_neighbours_keypoint():
+    a, b = person(120, 30, 190), person(200, 30, 190)
+    heatmaps, pafs = render_maps(np.stack([a, b]), 256, 456)
+    grouped, _ = group_people(find_peaks(heatmaps, refine=True), pafs)
+    grouped = grouped[np.argsort(grouped[:, 1, 0])]      # a (left) first
+    assert len(grouped) == 2 and (grouped[..., 2] > 0).all()
+    # a loses its right wrist (type 4) and right elbow (type 3) from the grouping. Its right
+    # wrist's blob stays, weak (below the peak threshold); of the right elbows only b's
+    # remains, inside a's search window.
+    grouped[0, [3, 4]] = 0
+    heatmaps[4] = 0.05 * render_maps(a[None], 256, 456)[0][4] + render_maps(b[None], 256, 456)[0][4]
+    heatmaps[3] = render_maps(b[None], 256, 456)[0][3]
+    a_right = grid(a[4, :2])
+    filled = fill_missing_keypoints(grouped.copy(), heatmaps)
+    assert np.abs(filled[0, 4, :2] - a_right).max() < 0.1
+    assert 0.04 < filled[0, 4, 2] <= 0.05
+    b_elbow = grid(b[3, :2])
+    assert filled[0, 3, 2] < 0.05                        # not b's elbow, nor its blob
+    assert filled[0, 3, 2] == 0 or np.abs(filled[0, 3, :2] - b_elbow).max() > 2
+    assert np.array_equal(filled[1], grouped[1])         # a complete person is untouched
+    # Without b in the grouping, its elbow would have been a's.
+    alone = fill_missing_keypoints(grouped[:1].copy(), heatmaps)
+    assert np.abs(alone[0, 3, :2] - b_elbow).max() < 0.1 and alone[0, 3, 2] > 0.5
+
+
+def test_fill_missing_keypoints_with_nothing_to_fill():
+    assert fill_missing_keypoints(np.zeros((0, 18, 3), np.float32), np.zeros((19, 32, 32))).shape == (0, 18, 3)
+    lone = np.zeros((1, 18, 3), np.float32)
+    lone[0, :3] = [[10, 10, 0.9], [10, 12, 0.9], [9, 12, 0.9]]
+    assert np.array_equal(fill_missing_keypoints(lone.copy(), np.zeros((19, 32, 32))), lone)  # all-zero maps
+
+
+def test_size_weighted_scores():
+    keypoints = np.zeros((3, 18, 3), np.float32)
+    keypoints[0, :2] = [[0, 0, 1], [19, 39, 1]]       # box 20 x 40 cells: size sqrt(800) > 0.5 x 40 rows
+    keypoints[1, :2] = [[5, 5, 1], [6, 8, 1]]         # 2 x 4 cells: size sqrt(8)
+    keypoints[2, 3] = [7, 7, 1]                      # one keypoint: 1 x 1
+    keypoints[1, 5] = [100, 100, 0]                  # a missing keypoint does not count
+    scores = np.array([0.5, 0.5, 0.4], np.float32)
+    weighted = size_weighted_scores(keypoints, scores, map_rows=40)
+    assert weighted == pytest.approx([0.5, 0.5 * np.sqrt(np.sqrt(8) / 20), 0.4 * np.sqrt(1 / 20)])

@@ -155,3 +155,30 @@ def test_frame_conversions():
     assert np.array_equal(as_bgr(bgr / 255.0), bgr)              # float 0..1
     assert np.array_equal(as_bgr(bgr.astype(np.float32)), bgr)   # float 0..255
     assert as_bgr(np.zeros((3000, 4000, 4), np.uint8)).shape == (3000, 4000, 3)
+
+
+class PerHeightNetwork(FakeNetwork):
+    """Renders, at each input height (a multiple of 8), only the people `visible[height]` lists."""
+
+    def __init__(self, people, frame_size, visible):
+        super().__init__(people, frame_size)
+        self.all_people, self.visible = self.people, visible
+
+    def __call__(self, batch):
+        self.height = batch.shape[2]
+        self.people = self.all_people[self.visible[self.height]]
+        return super().__call__(batch)
+
+
+def test_multi_scale_merges_the_people_of_every_height_once():
+    truth = people_in_frame(480, 640, 3)
+    # Person 1 is found at both heights, person 0 at 256 only, person 2 at 512 only.
+    network = PerHeightNetwork(truth, (480, 640), {256: [0, 1], 512: [1, 2]})
+    pipeline = BottomUpPipeline(network, extra_heights=(512,))
+    people = pipeline(np.zeros((480, 640, 3), np.uint8))
+    assert [b.shape[2] for b in network.batches] == [256, 512]
+    assert len(people) == 3 and set(people.timings) == TIMING_KEYS
+    found = sort_by_nose_x(people.keypoints)
+    assert np.abs(found[..., :2] - sort_by_nose_x(openpose_to_coco(truth))[..., :2]).max() < 0.5
+    single = BottomUpPipeline(PerHeightNetwork(truth, (480, 640), {256: [0, 1]}))(np.zeros((480, 640, 3), np.uint8))
+    assert len(single) == 2

@@ -195,6 +195,11 @@ def test_training_script_runs_evaluates_checkpoints_and_resumes(coco, tmp_path):
     losses = [float(r["loss"]) for r in rows if r["loss"]]
     assert len(losses) == 3 and all(np.isfinite(losses)) and all(r["variant"] == "mnv2-hwloss" for r in rows)
     assert [r["step"] for r in rows if r["AP"]] == ["2"] and 0 <= float(next(r["AP"] for r in rows if r["AP"])) <= 1
+    # a resumed checkpoint takes this command's rates (heads --lr, the pretrained backbone x 0.2)
+    train_topdown.main(common + ["--max-steps", "4", "--lr", "1e-5"])
+    third = torch.load(ckpt, weights_only=False)
+    assert third["step"] == 4
+    assert sorted({g["base_lr"] for g in third["optimizer"]["param_groups"]}) == pytest.approx([2e-6, 1e-5])
     # without the checkpoint: from the fp16 weights and their progress file
     ckpt.unlink()
     train_topdown.main(common + ["--max-steps", "4", "--resume-weights", str(weights)])

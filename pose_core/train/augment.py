@@ -24,11 +24,11 @@ MAX_ROTATION_DEG = 40.0
 MAX_SHIFT_368 = 40.0          # crop-centre jitter in pixels of a 368 crop
 
 
-def random_affines(centers, heights, crop, generator=None):
+def random_affines(centers, heights, crop, generator=None, scale_range=SCALE_RANGE):
     """Random source-pixel -> crop-pixel matrices.
 
     centers: (B, 2) main person box centres, heights: (B,) their box heights, in source
-    pixels. Returns (matrices (B, 2, 3), flipped (B,) bool). Pixel centres are at integer
+    pixels; the main person's height becomes TARGET_HEIGHT * crop * U[scale_range]. Returns (matrices (B, 2, 3), flipped (B,) bool). Pixel centres are at integer
     coordinates in both frames.
     """
     b = len(centers)
@@ -38,7 +38,7 @@ def random_affines(centers, heights, crop, generator=None):
         # drawn on the CPU so that one checkpointable generator serves any device
         return torch.rand(b, generator=generator).to(centers.device) * (high - low) + low
 
-    scale = TARGET_HEIGHT * crop * uniform(*SCALE_RANGE) / heights.clamp(min=1.0)
+    scale = TARGET_HEIGHT * crop * uniform(*scale_range) / heights.clamp(min=1.0)
     angle = uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG) * (math.pi / 180)
     shift = torch.stack([uniform(-MAX_SHIFT_368, MAX_SHIFT_368),
                          uniform(-MAX_SHIFT_368, MAX_SHIFT_368)], 1) * (crop / 368)
@@ -90,8 +90,9 @@ def _normaliser(w, h, device):
                          [0.0, 0.0, 1.0]], device=device)
 
 
-def augment_batch(batch, crop, generator=None, stride=8, device="cpu"):
-    """A collated batch from `data.collate` -> network input and what the targets need.
+def augment_batch(batch, crop, generator=None, stride=8, device="cpu", scale_range=SCALE_RANGE):
+    """A collated batch from `data.collate` -> network input and what the targets need
+    (`scale_range`: random_affines').
 
     Returns (images (B, 3, crop, crop) float32 RGB 0..255, keypoints (B, P, 18, 3) in crop
     pixels, valid (B, P) bool, loss mask (B, 1, crop/stride, crop/stride)).
@@ -101,7 +102,7 @@ def augment_batch(batch, crop, generator=None, stride=8, device="cpu"):
     pad = torch.tensor(PAD_RGB, dtype=torch.float32, device=device)
     canvas = torch.cat([images.float() - pad, ignore[..., None].float()], -1).permute(0, 3, 1, 2)
     matrices, flipped = random_affines(batch["centers"].to(device), batch["heights"].to(device),
-                                       crop, generator)
+                                       crop, generator, scale_range)
     warped = warp_images(canvas, matrices, crop)
     out_images = (warped[:, :3] + pad[:, None, None]).clamp_(0, 255)
     keypoints = transform_keypoints(batch["keypoints"].to(device), matrices, flipped)

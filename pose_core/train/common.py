@@ -284,6 +284,13 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
     if ckpt:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        # The rates are this command's (--lr, --backbone-lr-mult), not the checkpoint's: a resumed
+        # run keeps the optimiser's moments and may continue at a lower rate.
+        rate_of = {id(param): group["base_lr"] for group in param_groups(model, args.lr, backbone_lr,
+                                                                          args.weight_decay)
+                   for param in group["params"]}
+        for group in optimizer.param_groups:
+            group["base_lr"] = rate_of[id(group["params"][0])]
         generator.set_state(ckpt["generator"])
         step, images_seen, train_seconds = ckpt["step"], ckpt["images_seen"], ckpt["train_seconds"]
         print(f"resumed {args.ckpt}: step {step}, {images_seen} images", flush=True)

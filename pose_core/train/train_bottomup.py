@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from .augment import augment_batch
+from .augment import SCALE_RANGE, augment_batch
 from .common import (DEFAULT_SOURCES, evaluate_copy, main_with_signals, optimise, resolve_sources,
                      run_training, setup, training_parser)
 from .data import BottomUpDataset
@@ -56,7 +56,13 @@ def parse_args(argv=None):
                    help="with --freeze-backbone: optimiser steps per fresh batch, the extra ones on "
                         "batches drawn from the buffer of recent backbone features")
     p.add_argument("--replay-buffer", type=int, default=4096, help="samples the replay buffer holds")
+    p.add_argument("--scale-range", type=float, nargs=2, default=SCALE_RANGE, metavar=("LOW", "HIGH"),
+                   help="the main person's height is 0.6 x crop x U[LOW, HIGH] (Lightweight OpenPose: "
+                        f"{SCALE_RANGE[0]} {SCALE_RANGE[1]}); a lower LOW trains on the small people that "
+                        f"coco_val_dev has at height 256 (HIGH at most {SCALE_RANGE[1]})")
     args = p.parse_args(argv)
+    if not 0 < args.scale_range[0] <= args.scale_range[1] <= SCALE_RANGE[1]:
+        p.error(f"--scale-range needs 0 < LOW <= HIGH <= {SCALE_RANGE[1]}")
     if args.replay < 1 or (args.replay > 1 and not args.freeze_backbone):
         p.error("--replay N (N >= 1) needs --freeze-backbone when N > 1")
     if args.train_stages is not None and args.train_stages < 1:
@@ -77,10 +83,10 @@ def bottomup_loss(outputs, heatmaps, pafs, mask):
     return total
 
 
-def training_batch(batch, crop, generator, device):
+def training_batch(batch, crop, generator, device, scale_range=SCALE_RANGE):
     """Collated batch -> (images, heatmaps, pafs, mask) on `device`."""
     with torch.no_grad():
-        images, keypoints, valid, mask = augment_batch(batch, crop, generator, STRIDE, device)
+        images, keypoints, valid, mask = augment_batch(batch, crop, generator, STRIDE, device, scale_range)
         heatmaps, pafs = render_bottomup_targets_batch(keypoints, valid, crop // STRIDE, crop // STRIDE, STRIDE)
     return images, heatmaps, pafs, mask
 
@@ -142,7 +148,7 @@ def run(args, stop):
     replay = ReplayBuffer(args.replay_buffer) if args.replay > 1 else None
 
     def step(model, optimizer, batch, generator, device, autocast_dtype):
-        images, heatmaps, pafs, mask = training_batch(batch, args.crop, generator, device)
+        images, heatmaps, pafs, mask = training_batch(batch, args.crop, generator, device, tuple(args.scale_range))
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         if not args.freeze_backbone:
