@@ -69,11 +69,12 @@ class BottomUpPipeline:
         found = [self._people_at(frame, height, timings) for height in (self.height, *self.extra_heights)]
         start = perf_counter()
         keypoints = np.concatenate([k for k, _ in found])
-        scores = np.concatenate([s for _, s in found])
-        if len(found) > 1 and len(keypoints):
-            keep = oks_nms(keypoints, scores, keypoint_box_areas(keypoints), MULTI_SCALE_OKS_THRESHOLD)
-            keypoints, scores = keypoints[keep], scores[keep]
-        people = People.from_keypoints(keypoints, scores) if len(keypoints) else People.empty()
+        people = (People.from_keypoints(keypoints, np.concatenate([s for _, s in found])) if len(keypoints)
+                  else People.empty())
+        if len(found) > 1 and len(people):
+            # OKS scale: 0.51 x the keypoint box (coco_val_dev's median segment-to-box area ratio)
+            areas = 0.51 * np.prod(people.boxes[:, 2:] - people.boxes[:, :2], axis=1) + 1.0
+            people = people.select(oks_nms(people.keypoints, people.scores, areas, MULTI_SCALE_OKS_THRESHOLD))
         timings["grouping"] += perf_counter() - start
         people.timings = timings
         return people
@@ -133,15 +134,6 @@ def average_with_mirrored(heatmaps, pafs, mirrored_heatmaps, mirrored_pafs):
     back_pafs = limb_pafs[np.argsort(PAF_FLIP_LIMB), :, :, ::-1] * np.array([-1, 1], np.float32)[:, None, None]
     return ((heatmaps + back_heatmaps) / 2,
             (pafs + back_pafs.reshape(pafs.shape)) / 2)
-
-
-def keypoint_box_areas(keypoints):
-    """(N, K, 3) keypoints -> (N,) areas for OKS: 0.51 x the area of each person's box of
-    present keypoints (0.51: coco_val_dev's median ratio of segment to box area), + 1 px^2."""
-    present = keypoints[..., 2:] > 0
-    low = np.where(present, keypoints[..., :2], np.inf).min(1)
-    high = np.where(present, keypoints[..., :2], -np.inf).max(1)
-    return 0.51 * np.prod(np.maximum(high - low, 0), axis=1) + 1.0
 
 
 def _to_frame_pixels(keypoints, resized_size, frame_size):

@@ -28,7 +28,8 @@ def random_affines(centers, heights, crop, generator=None, scale_range=SCALE_RAN
     """Random source-pixel -> crop-pixel matrices.
 
     centers: (B, 2) main person box centres, heights: (B,) their box heights, in source
-    pixels; the main person's height becomes TARGET_HEIGHT * crop * U[scale_range]. Returns (matrices (B, 2, 3), flipped (B,) bool). Pixel centres are at integer
+    pixels; the main person's height becomes TARGET_HEIGHT * crop * U[scale_range].
+    Returns (matrices (B, 2, 3), flipped (B,) bool). Pixel centres are at integer
     coordinates in both frames.
     """
     b = len(centers)
