@@ -170,3 +170,17 @@ def test_replaces_only_a_previous_pack(data_root, tmp_path):
     pack(SPECS[:1], data_root, out, budget="0", check_samples=0, log=quiet)
     pack(SPECS[:1], data_root, out, budget="0", check_samples=0, log=quiet)   # over its own pack
     assert (out / "pack.json").is_file()
+
+
+def test_webp_pack_is_read_by_the_training_dataset(data_root, tmp_path):
+    out = tmp_path / "packed"
+    pack(SPECS[:1], data_root, out, max_side=320, quality=90, budget="0", log=quiet, image_format="webp")
+    packed = json.loads((out / "set_a" / "person_keypoints.json").read_text())
+    assert {im["file_name"] for im in packed["images"]} == {"a0.webp", "a1.webp"}   # the JPEG a0 too
+    assert (out / "set_a" / "images" / "a0.webp").read_bytes()[8:12] == b"WEBP"
+    assert json.loads((out / "pack.json").read_text())["settings"]["format"] == "webp"
+    original = cv2.imread(str(data_root / "set_a" / "images" / "a0.jpg"))
+    shrunk = cv2.resize(original, (320, 240), interpolation=cv2.INTER_AREA)
+    assert np.abs(cv2.imread(str(out / "set_a" / "images" / "a0.webp")).astype(int) - shrunk).mean() < 4
+    dataset = BottomUpDataset(resolve_sources(["set_a/person_keypoints.json:set_a/images:1"], out))
+    assert dataset[0]["image"].shape == (240, 320, 3)

@@ -246,6 +246,11 @@ def test_training_script_runs_and_resumes(tmp_path):
     train_bottomup.main(common + ["--max-steps", "3", "--resume-weights", str(tmp_path / "w.pt")])
     progress = json.loads((tmp_path / "w.progress.json").read_text())
     assert progress["step"] == 3 and progress["images_seen"] == 6 and progress["model"] == "ldlc-openpose"
+    # Each run's options travel with the weights: the checkpointed runs, then the resumed one.
+    runs = progress["runs"]
+    assert [(r["from_images"], r["to_images"]) for r in runs] == [(0, 2), (2, 4), (4, 6)]
+    assert [r["options"]["max_steps"] for r in runs] == [1, 2, 3] and runs[0]["options"]["resume_weights"] is None
+    assert runs[2]["options"]["resume_weights"] == str(tmp_path / "w.pt") and runs[2]["options"]["crop"] == 64
     with pytest.raises(SystemExit, match="coco_val_dev"):
         train_bottomup.main(["--source", "coco_val_dev/person_keypoints.json:coco_val_dev/images:1"])
     # Heads on the frozen backbone with replay: the backbone stays as it was, the CPM moves,

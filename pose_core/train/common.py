@@ -281,6 +281,7 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
     optimizer = torch.optim.AdamW(param_groups(model, args.lr, backbone_lr, args.weight_decay))
     generator = torch.Generator().manual_seed(args.seed)
     step, images_seen, train_seconds, warmup_offset = 0, 0, 0.0, 0
+    earlier_runs = []
     if ckpt:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -293,6 +294,7 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
             group["base_lr"] = rate_of[id(group["params"][0])]
         generator.set_state(ckpt["generator"])
         step, images_seen, train_seconds = ckpt["step"], ckpt["images_seen"], ckpt["train_seconds"]
+        earlier_runs = ckpt.get("runs", [])
         print(f"resumed {args.ckpt}: step {step}, {images_seen} images", flush=True)
     elif args.resume_weights is not None:
         weights_path = Path(args.resume_weights or WEIGHTS_DIR / spec.torch_file)
@@ -303,10 +305,17 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
             saved = json.loads(progress_file.read_text())
             step, images_seen, train_seconds = saved["step"], saved["images_seen"], saved["train_seconds"]
             pretrained = pretrained or saved.get("pretrained_backbone", False)
+            earlier_runs = saved.get("runs", [])
         # A fresh optimiser: its moments come back within the warm-up, counted from here.
         warmup_offset = step
         generator.manual_seed(args.seed + images_seen)  # new augmentations, not a replay
         print(f"resumed weights {weights_path}: step {step}, {images_seen} images", flush=True)
+
+    # Provenance: every run's options and the images it took the weights from and to.
+    this_run = {"from_images": images_seen, "options": {k: v for k, v in sorted(vars(args).items())}}
+
+    def runs():
+        return earlier_runs + [dict(this_run, to_images=images_seen)]
 
     def weights_file():
         return Path(args.save_weights or WEIGHTS_DIR / spec.torch_file)
@@ -320,7 +329,7 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "generator": generator.get_state(), "step": step, "images_seen": images_seen,
                          "train_seconds": train_seconds, "model_name": args.model,
-                         "pretrained_backbone": pretrained}, args.ckpt)
+                         "pretrained_backbone": pretrained, "runs": runs()}, args.ckpt)
         if weights and args.save_weights is not None:
             weights_path = weights_file()
             save_torch_weights(model, weights_path)
@@ -328,7 +337,8 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
                 {"model": args.model, "step": step, "images_seen": images_seen,
                  "train_seconds": round(train_seconds, 1), "pretrained_backbone": pretrained,
                  "sources": args.source or list(default_sources), "crop": args.crop,
-                 "batch": args.batch, "lr": args.lr, "hardware": hardware}, indent=1) + "\n")
+                 "batch": args.batch, "lr": args.lr, "hardware": hardware, "runs": runs()},
+                indent=1, default=str) + "\n")
 
     loader = iter(make_loader(dataset, args.batch, args.workers, args.seed, images_seen,
                               pin_memory=device.type == "cuda", collate_fn=collate_fn, numbered=numbered))
