@@ -266,8 +266,14 @@ def test_training_script_runs_and_resumes(tmp_path):
     assert all(torch.equal(end[k], v) for k, v in start.items() if k.startswith("backbone."))
     assert not all(torch.equal(end[k], v) for k, v in start.items() if k.startswith("cpm."))
     assert all(torch.equal(end[k], v) for k, v in start.items() if k.startswith("refinement_stages."))
+    # The initial stage with the backbone: its own curve in the log.
+    train_bottomup.main(common + ["--max-steps", "6", "--train-stages", "1"])
+    assert list(csv.DictReader(open(log)))[-1]["variant"] == "ldlc-openpose backbone + initial stage"
+    changed = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert not all(torch.equal(changed[k], v) for k, v in end.items() if k.startswith("backbone."))
+    end = changed
     # The refinement stage alone, on the frozen backbone, CPM and initial stage (BN statistics too).
-    train_bottomup.main(common + ["--max-steps", "7", "--freeze-backbone", "--train-stages", "2",
+    train_bottomup.main(common + ["--max-steps", "8", "--freeze-backbone", "--train-stages", "2",
                                   "--frozen-stages", "1", "--replay", "2", "--replay-buffer", "8"])
     after = torch.load(tmp_path / "w.pt", weights_only=True)
     assert list(csv.DictReader(open(log)))[-1]["variant"] == "ldlc-openpose stage 2"

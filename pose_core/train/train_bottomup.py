@@ -172,7 +172,8 @@ def run(args, stop):
 
     # Rows of a partial run are its own curve: its loss and AP are those of the stages it trains.
     log_variant = None if args.train_stages is None else (
-        f"{args.model} {trained_stages_label(args.frozen_stages + 1, args.train_stages)}")
+        f"{args.model} {'' if args.freeze_backbone else 'backbone + '}"
+        f"{trained_stages_label(args.frozen_stages + 1, args.train_stages)}")
     run_training(args, stop, dataset, step, evaluate, DEFAULT_SOURCES, log_variant=log_variant)
 
 
