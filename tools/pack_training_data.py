@@ -9,14 +9,15 @@
 Takes the --source ANN_JSON:IMAGE_DIR:WEIGHT specs and --data-root of
 `python -m pose_core.train.train_bottomup` (the same parser and path lookup: its
 resolve_sources; no --source: its default sources) and writes into --out:
-- <name>/images/...: a JPEG (or --format webp: WebP) copy of every image that training would sample (it has a main
-  person, pose_core/train/data.py's rule, judged on the packed labels; --all-annotated:
-  every image with at least one annotation), shrunk (INTER_AREA) to at most --max-side
-  pixels on its longer side, never enlarged. An image that needs no shrinking keeps its
-  original bytes when those are smaller than the re-encoded JPEG (JPEG format only). data.py's main-person rule
-  (>= 32x32 area) then sees packed pixels, so shrinking loses the smallest main persons as
-  training samples (the summary counts them); --keep-samples shrinks an image at most until
-  its smallest main person is 32x32, which keeps them all. <name> comes from the
+- <name>/images/...: a JPEG (--format webp: WebP) copy of every image that training would
+  sample (it has a main person, pose_core/train/data.py's rule, judged on the packed labels;
+  --all-annotated: every image with at least one annotation), shrunk (INTER_AREA) to at most
+  --max-side pixels on its longer side, never enlarged. In a JPEG pack, an image that needs
+  no shrinking keeps its original bytes when those are smaller than the re-encoded JPEG.
+  data.py's main-person rule (>= 32x32 area) then sees packed pixels, so shrinking loses the
+  smallest main persons as training samples (the summary counts them); --keep-samples
+  shrinks an image at most until its smallest main person is 32x32, which keeps them all.
+  <name> comes from the
   image folder (coco_person_train/images -> coco_person_train, har15 -> har15); sources
   that share an image folder share the packed images;
 - <name>/<annotation file name>: the annotation file with only the packed images, keypoints
