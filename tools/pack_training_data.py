@@ -66,7 +66,9 @@ BUDGET_MARGIN_MIB = 1
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 # WebP at quality 75 takes ~35% fewer bytes than JPEG at 82 with as high a PSNR (80 COCO
 # images at 256 px), so more images fit the device tool's 64 MiB: a GPU overfits a small pack.
-FORMATS = {"jpeg": (".jpg", cv2.IMWRITE_JPEG_QUALITY), "webp": (".webp", cv2.IMWRITE_WEBP_QUALITY)}
+# format -> (suffix, quality flag, further encoder parameters)
+FORMATS = {"jpeg": (".jpg", cv2.IMWRITE_JPEG_QUALITY, [cv2.IMWRITE_JPEG_OPTIMIZE, 1]),
+           "webp": (".webp", cv2.IMWRITE_WEBP_QUALITY, [])}
 DECIMALS = 2  # coordinates in the rewritten files: 0.01 px
 
 
@@ -320,8 +322,8 @@ def pack(specs, data_root, out, max_side=320, quality=85, budget="auto", all_ann
     kept_sources = [p for p in packed if p.images]   # a source the budget emptied is left out
     (tmp / "sources.txt").write_text("".join(f"--source {p.rel_spec()}\n" for p in kept_sources))
     total = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
-    settings = dict(max_side=max_side, quality=quality, format=image_format, budget=budget_line, all_annotated=all_annotated,
-                    keep_samples=keep_samples,
+    settings = dict(max_side=max_side, quality=quality, format=image_format, budget=budget_line,
+                    all_annotated=all_annotated, keep_samples=keep_samples,
                     data_root=str(data_root), total_mib=round(total / MIB, 2))
     (tmp / "pack.json").write_text(json.dumps(dict(settings=settings, sources=rows), indent=1))
     _swap_in(tmp, out)
@@ -359,8 +361,7 @@ def _keep_samples_size(w, h, new_w, uses):
 def _encode(image, size, quality, image_format="jpeg"):
     if size != (image.shape[1], image.shape[0]):
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    suffix, quality_flag = FORMATS[image_format]
-    extra = [cv2.IMWRITE_JPEG_OPTIMIZE, 1] if image_format == "jpeg" else []
+    suffix, quality_flag, extra = FORMATS[image_format]
     ok, data = cv2.imencode(suffix, image, [quality_flag, int(quality), *extra])
     if not ok:
         raise PoseError(f"{image_format} encoding failed")

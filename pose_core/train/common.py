@@ -312,7 +312,7 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
         print(f"resumed weights {weights_path}: step {step}, {images_seen} images", flush=True)
 
     # Provenance: every run's options and the images it took the weights from and to.
-    this_run = {"from_images": images_seen, "options": {k: v for k, v in sorted(vars(args).items())}}
+    this_run = {"from_images": images_seen, "options": dict(sorted(vars(args).items()))}
 
     def runs():
         return earlier_runs + [dict(this_run, to_images=images_seen)]
