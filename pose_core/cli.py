@@ -291,12 +291,14 @@ def _annotate(reader, processor, outputs, args, live=False):
     total = min(filter(None, (reader.frame_count, args.max_frames)), default=None)
     info = _source_info(args, reader.source, reader.fps, reader.size, reader.frame_count)
     with ExitStack() as stack:
+        # The bar before the outputs: a Ctrl-C inside tqdm's constructor leaves a half-built bar
+        # whose __del__ prints a traceback; built first, no interrupt once the outputs exist lands there.
+        progress = stack.enter_context(tqdm(total=total, unit="frame", disable=args.quiet, file=sys.stderr,
+                                            dynamic_ncols=True, leave=False))
         writer = None
         if outputs["annotated"] is not None:
             writer = stack.enter_context(SafeVideoWriter(outputs["annotated"], reader.fps, reader.size))
         exports = _open_exports(stack, outputs, info)
-        progress = stack.enter_context(tqdm(total=total, unit="frame", disable=args.quiet, file=sys.stderr,
-                                            dynamic_ncols=True, leave=False))
         return process_stream(reader, processor, writer, exports, args.max_frames, progress, live)
 
 
