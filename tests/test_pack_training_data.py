@@ -15,6 +15,7 @@ from pose_core.errors import InputError  # noqa: E402
 from pose_core.skeleton import coco_to_openpose  # noqa: E402
 from pose_core.train.data import BottomUpDataset  # noqa: E402
 from pose_core.train.common import resolve_sources  # noqa: E402
+from tools.pack_fidelity import paired_samples  # noqa: E402
 from tools.pack_training_data import MIB, on_disk, pack  # noqa: E402
 
 
@@ -184,3 +185,46 @@ def test_webp_pack_is_read_by_the_training_dataset(data_root, tmp_path):
     assert np.abs(cv2.imread(str(out / "set_a" / "images" / "a0.webp")).astype(int) - shrunk).mean() < 4
     dataset = BottomUpDataset(resolve_sources(["set_a/person_keypoints.json:set_a/images:1"], out))
     assert dataset[0]["image"].shape == (240, 320, 3)
+
+
+def test_training_crop_packs_at_the_resolution_training_loads(data_root, tmp_path):
+    # a0's person is 300 px tall: at crop 256 data.py shrinks a0 to x0.563 on loading; a1's 140 px
+    # person needs no shrinking. Training then reads the same pixels from the pack as from the source.
+    out = tmp_path / "packed"
+    pack(SPECS[:1], data_root, out, quality=95, budget="0", log=quiet, image_format="webp", training_crop=256)
+    packed = json.loads((out / "set_a" / "person_keypoints.json").read_text())
+    assert {im["file_name"]: (im["width"], im["height"]) for im in packed["images"]} == {
+        "a0.webp": (361, 271), "a1.webp": (200, 160)}
+    assert json.loads((out / "pack.json").read_text())["settings"]["training_crop"] == 256
+    spec = ["set_a/person_keypoints.json:set_a/images:1"]
+    from_source, from_pack = (BottomUpDataset(resolve_sources(spec, root), crop=256) for root in (data_root, out))
+    for i in range(len(from_source)):
+        a, b = from_source[i], from_pack[i]
+        assert a["image"].shape == b["image"].shape
+        assert np.abs(a["image"].astype(int) - b["image"]).mean() < 3
+        assert np.abs(a["keypoints"][..., :2] - b["keypoints"][..., :2]).max() < 0.5
+
+
+def test_hold_out_leaves_out_the_images_eval_limit_scores(data_root, tmp_path):
+    out = tmp_path / "packed"
+    rows = pack(SPECS, data_root, out, budget="0", log=quiet, hold_out="set_a/person_keypoints.json:1")
+    packed = json.loads((out / "set_a" / "person_keypoints.json").read_text())
+    assert [im["file_name"] for im in packed["images"]] == ["a1.jpg"]   # a0 has the lowest id
+    assert not (out / "set_a" / "images" / "a0.jpg").exists()
+    assert [r["held_out"] for r in rows] == [1, 0]
+    assert json.loads((out / "pack.json").read_text())["settings"]["hold_out"] == "set_a/person_keypoints.json:1"
+    with pytest.raises(InputError, match="0 sources"):
+        pack(SPECS, data_root, tmp_path / "other", budget="0", log=quiet, hold_out="nothing.json:1")
+
+
+def test_pack_fidelity_pairs_the_same_people(data_root, tmp_path):
+    out = tmp_path / "packed"
+    pack(SPECS[:1], data_root, out, max_side=128, budget="0", keep_samples=True, log=quiet)
+    spec = ["set_a/person_keypoints.json:set_a/images:1"]
+    source, packed = (BottomUpDataset(resolve_sources(spec, root)) for root in (data_root, out))
+    pairs = paired_samples(source, packed)
+    assert len(pairs) == 2
+    for i, j in pairs:
+        assert source.records[source.items[i][0]].path.stem == packed.records[packed.items[j][0]].path.stem
+        scale = packed[j]["image"].shape[1] / source[i]["image"].shape[1]   # a0 shrunk, a1 not
+        np.testing.assert_allclose(packed[j]["height"], source[i]["height"] * scale, rtol=0.02)

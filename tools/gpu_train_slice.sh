@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
 # One training slice on a lent GPU (the `device` tool), continuing the committed weights.
 #
-#   here:    python tools/pack_training_data.py --keep-samples     # -> cache/packed (git-ignored)
+#   here:    python tools/pack_training_data.py --training-crop 256 --format webp --quality 90 \
+#                --keep-samples --hold-out coco_person_train/person_keypoints.json:300 \
+#                --budget-mb 46                                   # -> cache/packed (git-ignored)
 #   device:  run(command="bash tools/gpu_train_slice.sh ldlc-openpose-t6 8", carry=["cache/packed"],
 #                timeout_s=600)
-#   here:    copy the returned <model>.pt and <model>.progress.json over weights/, append the
-#            returned training_log.csv rows to docs/training_log.csv, re-export the ONNX file
-#            and measure AP with pose_core.eval (MANIFEST, README).
+#   here:    evaluate the returned snapshots on the held-out images (pose_core.eval --ann
+#            .../coco_person_train/person_keypoints.json --limit 300), keep the best or an average
+#            of the good ones, copy it and <model>.progress.json over weights/, append the log rows
+#            (training_log.csv in the returned logs.tgz, with train.log) to docs/training_log.csv,
+#            re-export the ONNX file and measure AP with pose_core.eval (MANIFEST, README).
 #
 # MINUTES of training (default 8, so that start-up and the copy back fit a 10-minute call),
 # with a cosine over this slice alone (--more-minutes). Further arguments go to the training
-# script and override the ones here (e.g. --batch 128 --lr 1e-3). The weights are also kept at
-# each quarter of the slice (<model>.<images seen>.pt): evaluate them here and keep the best, since
-# an H200 sees about 650 crops/s and overfits a 64 MiB pack within minutes (stop 14: 8 minutes,
-# 86 passes over 5,172 samples, train AP 0.26 and val 0.150). DEVICE=cpu (and PACKED=folder) run
-# the same slice here.
+# script and override the ones here (e.g. --lr 6e-5 --snapshot-minutes 1). The weights are also
+# kept at each quarter of the slice (<model>.<images seen>.pt); the device tool returns at most 8
+# files, 64 MiB in all, so at most five 9.7 MiB snapshots besides the final weights.
+# Pack at --training-crop: crops cut from images shrunk to 256 px are blurrier than training
+# takes them from the source, and that costs AP within minutes (stop 17: 120 CPU steps of batch
+# 16 on the same crops took coco_val_dev from 0.196 to 0.196 on the source images, 0.182 on a
+# 256 px WebP pack, 0.192 on full-size WebP at quality 75; two H200 slices on the 256 px pack at
+# lr 3e-4 and 6e-5 fell to 0.165-0.175 within their first snapshot, as stop 14's did).
+# DEVICE=cpu (and PACKED=folder) run the same slice here.
 set -euo pipefail
 model=${1:?usage: gpu_train_slice.sh MODEL [MINUTES [TRAINING ARGS...]]}
 minutes=${2:-8}
@@ -36,3 +44,5 @@ PYTHONUNBUFFERED=1 python3 -m pose_core.train.$script --model "$model" --device 
     --resume-weights --save-weights "$out/$model.pt" --more-minutes "$minutes" --ckpt-minutes 2 \
     --snapshot-minutes "$(awk "BEGIN {print $minutes / 4}")" \
     --log "$out/training_log.csv" --eval-every-minutes 0 "$@" 2>&1 | tee "$out/train.log"
+# One file for the logs: the device tool returns at most 8 files.
+tar czf "$out/logs.tgz" -C "$out" train.log training_log.csv && rm "$out/train.log" "$out/training_log.csv"

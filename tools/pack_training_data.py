@@ -3,7 +3,8 @@
     nice -n 19 .venv/bin/python tools/pack_training_data.py \
         --source coco_person_train/person_keypoints.json:coco_person_train/images:0.97 \
         --source coco_mini_train/person_keypoints.json:coco_mini_train/images:0.03 \
-        [--max-side 320] [--quality 85] [--format jpeg|webp] [--budget-mb auto] [--out cache/packed]
+        [--max-side 320 | --training-crop 256] [--quality 85] [--format jpeg|webp]
+        [--keep-samples] [--hold-out ANN_JSON:N] [--budget-mb auto] [--out cache/packed]
     python -m pose_core.train.train_bottomup --data-root cache/packed $(cat cache/packed/sources.txt) ...
 
 Takes the --source ANN_JSON:IMAGE_DIR:WEIGHT specs and --data-root of
@@ -17,14 +18,20 @@ resolve_sources; no --source: its default sources) and writes into --out:
   data.py's main-person rule (>= 32x32 area) then sees packed pixels, so shrinking loses the
   smallest main persons as training samples (the summary counts them); --keep-samples
   shrinks an image at most until its smallest main person is 32x32, which keeps them all.
-  <name> comes from the
-  image folder (coco_person_train/images -> coco_person_train, har15 -> har15); sources
-  that share an image folder share the packed images;
+  --training-crop CROP shrinks an image instead only as far as training at that crop side
+  shrinks it on loading (data.py), so crops come from the same resolution as from the source:
+  a 256 px pack blurs them, and training on it lost AP within minutes (stop 17).
+  <name> comes from the image folder (coco_person_train/images -> coco_person_train,
+  har15 -> har15); sources that share an image folder share the packed images;
 - <name>/<annotation file name>: the annotation file with only the packed images, keypoints
   (pixel centres at integers, as data.py shrinks: x' = (x + 0.5) f - 0.5), boxes, areas and
   segmentations (polygons scaled, RLE masks resized) in the packed pixels; other fields kept;
 - sources.txt: the `--source REL_ANN:REL_IMAGES:WEIGHT` arguments, relative to --out, for
   `train_bottomup --data-root <out>`; pack.json: the settings and the per-source table.
+
+--hold-out ANN_JSON:N leaves out the first N annotated images (by id) of that source, the
+ones `pose_core.eval --ann ANN_JSON --limit N` scores, so that weights trained on the pack
+can be chosen on images they never saw.
 
 --budget-mb caps the packed folder; `auto` (the default) is what the device machine's 64 MiB
 working-tree limit leaves: 64 MiB minus the files that travel anyway (tracked and
@@ -59,6 +66,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from pose_core.errors import InputError, PoseError  # noqa: E402
 from pose_core.train.common import DEFAULT_DATA_ROOT, DEFAULT_SOURCES, resolve_sources  # noqa: E402
 from pose_core.train.data import MIN_MAIN_AREA, BottomUpDataset, _image_record, coco_images  # noqa: E402
+from pose_core.train.augment import SCALE_RANGE, TARGET_HEIGHT  # noqa: E402
 
 MIB = 1 << 20
 DEVICE_TREE_LIMIT_MIB = 64
@@ -82,6 +90,10 @@ def parse_args(argv=None):
                    help="where relative --source paths are looked up first (default: train_bottomup's)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "cache" / "packed")
     p.add_argument("--max-side", type=int, default=320, help="longer image side in pixels; 0: keep the size")
+    p.add_argument("--training-crop", type=int, default=0, metavar="CROP",
+                   help="instead of --max-side: shrink an image only as far as train_bottomup at crop "
+                        "side CROP shrinks it on loading for its least-shrunk main person, so every "
+                        "crop is taken at the resolution training takes it from the source")
     p.add_argument("--quality", type=int, default=85, help="JPEG or WebP quality of re-encoded images")
     p.add_argument("--format", choices=sorted(FORMATS), default="jpeg", help="image format of the pack")
     p.add_argument("--budget-mb", default="auto",
@@ -90,6 +102,10 @@ def parse_args(argv=None):
     p.add_argument("--keep-samples", action="store_true",
                    help="shrink an image at most until its smallest main person is 32x32 (data.py's "
                         "minimum area), so training samples the same persons as from the source")
+    p.add_argument("--hold-out", metavar="ANN_JSON:N",
+                   help="leave out the first N annotated images (by id) of the source with this "
+                        "annotation file: the images `pose_core.eval --ann <it> --limit N` scores, so "
+                        "weights trained on the pack can be chosen on images they never saw")
     p.add_argument("--all-annotated", action="store_true",
                    help="also pack annotated images without a main person (training never samples them)")
     p.add_argument("--check-samples", type=int, default=2,
@@ -199,6 +215,7 @@ class PackedSource:
         self.annotated = 0
         self.samples_before = 0  # main persons in the source's own labels
         self.dropped = 0       # by the budget
+        self.held_out = 0      # --hold-out images
 
     @property
     def weight(self):
@@ -236,7 +253,7 @@ def _packed_file_name(file_name, image_format="jpeg"):
 
 
 def pack(specs, data_root, out, max_side=320, quality=85, budget="auto", all_annotated=False,
-         check_samples=2, keep_samples=False, log=print, image_format="jpeg"):
+         check_samples=2, keep_samples=False, log=print, image_format="jpeg", training_crop=0, hold_out=None):
     """Write the packed folder (see the module docstring); returns the summary rows."""
     start = time.perf_counter()
     sources = resolve_sources(specs, data_root)
@@ -265,9 +282,12 @@ def pack(specs, data_root, out, max_side=320, quality=85, budget="auto", all_ann
 
     # Which sources use each image (sources sharing an image folder share the file).
     users = {}   # (folder, file_name) -> [(PackedSource, image record, annotations)]
+    held = _held_out_images(hold_out, packed)
     for p in packed:
         for image, anns in coco_images(p.source.ann_file):
-            if anns:
+            if anns and (p.folder, image["file_name"]) in held:   # for every source that uses it
+                p.held_out += 1
+            elif anns:
                 p.annotated += 1
                 p.samples_before += len(_image_record(None, anns).mains)
                 users.setdefault((p.folder, image["file_name"]), []).append((p, image, anns))
@@ -280,7 +300,7 @@ def pack(specs, data_root, out, max_side=320, quality=85, budget="auto", all_ann
         if image is None:
             raise InputError(f"cannot read training image {src}")
         h, w = image.shape[:2]
-        new_w, new_h = packed_size(w, h, max_side)
+        new_w, new_h = training_size(w, h, uses, training_crop) if training_crop else packed_size(w, h, max_side)
         if keep_samples and (new_w, new_h) != (w, h):
             new_w, new_h = _keep_samples_size(w, h, new_w, uses)
         kept = _scaled_uses(uses, w, h, new_w, new_h, src)
@@ -312,7 +332,7 @@ def pack(specs, data_root, out, max_side=320, quality=85, budget="auto", all_ann
     for p in packed:
         json_bytes = p.write(tmp)
         rows.append(dict(source=p.spec, label=f"{p.folder}/{p.ann_name}", packed=p.rel_spec(), weight=p.weight, annotated=p.annotated,
-                         images=len(p.images), dropped=p.dropped, samples_before=p.samples_before,
+                         images=len(p.images), dropped=p.dropped, held_out=p.held_out, samples_before=p.samples_before,
                          samples=sum(p.mains[f] for f in p.images), json_mib=json_bytes / MIB,
                          image_mib=sum(image_bytes[(p.folder, f)] for f in p.images) / MIB))
     for (folder, name), size in list(image_bytes.items()):   # images every user dropped
@@ -322,7 +342,8 @@ def pack(specs, data_root, out, max_side=320, quality=85, budget="auto", all_ann
     kept_sources = [p for p in packed if p.images]   # a source the budget emptied is left out
     (tmp / "sources.txt").write_text("".join(f"--source {p.rel_spec()}\n" for p in kept_sources))
     total = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
-    settings = dict(max_side=max_side, quality=quality, format=image_format, budget=budget_line,
+    settings = dict(max_side=None if training_crop else max_side, training_crop=training_crop or None,
+                    hold_out=hold_out, quality=quality, format=image_format, budget=budget_line,
                     all_annotated=all_annotated, keep_samples=keep_samples,
                     data_root=str(data_root), total_mib=round(total / MIB, 2))
     (tmp / "pack.json").write_text(json.dumps(dict(settings=settings, sources=rows), indent=1))
@@ -343,6 +364,17 @@ def _scaled_uses(uses, w, h, new_w, new_h, src):
         scaled = [scale_annotation(a, new_w / w, new_h / h, (new_w, new_h)) for a in anns]
         out.append((p, record, scaled, len(_image_record(src, scaled).mains)))  # area rule: packed pixels
     return out
+
+
+def training_size(w, h, uses, crop):
+    """The packed size at which every main person of the image is at least as large as
+    data.py leaves it on loading for a crop of side `crop` (it shrinks an image so that the
+    main person's height is at most TARGET_HEIGHT x crop x SCALE_RANGE[1]); never enlarged."""
+    heights = [height for _, _, anns in uses for _, _, height in _image_record(None, anns).mains]
+    scale = max((TARGET_HEIGHT * crop * SCALE_RANGE[1] / max(height, 1.0) for height in heights), default=1.0)
+    if scale >= 1.0:
+        return w, h
+    return min(w, math.ceil(w * scale)), min(h, math.ceil(h * scale))
 
 
 def _keep_samples_size(w, h, new_w, uses):
@@ -400,6 +432,21 @@ def _apply_budget(packed, image_bytes, budget_bytes, tmp):
             if lines else "")
 
 
+def _held_out_images(hold_out, packed):
+    """'ANN_JSON:N' -> {(folder, file name)} of the first N annotated images, by id, of the
+    source whose annotation file ends with ANN_JSON (pose_core.eval's --limit N images)."""
+    if not hold_out:
+        return set()
+    ann, _, count = hold_out.rpartition(":")
+    if not count.isdigit():
+        raise InputError(f"--hold-out '{hold_out}': expected ANN_JSON:N")
+    matches = [p for p in packed if Path(p.source.ann_file).as_posix().endswith(ann)]
+    if len(matches) != 1:
+        raise InputError(f"--hold-out '{hold_out}': {len(matches)} sources have that annotation file, not one")
+    annotated = [image["file_name"] for image, anns in coco_images(matches[0].source.ann_file) if anns]
+    return {(matches[0].folder, name) for name in annotated[:int(count)]}
+
+
 def _swap_in(tmp, out):
     if out.exists():
         if not (out / "pack.json").is_file() and any(out.iterdir()):
@@ -454,7 +501,8 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         pack(args.source or list(DEFAULT_SOURCES), args.data_root, args.out, args.max_side, args.quality,
-             args.budget_mb, args.all_annotated, args.check_samples, args.keep_samples, image_format=args.format)
+             args.budget_mb, args.all_annotated, args.check_samples, args.keep_samples, image_format=args.format,
+             training_crop=args.training_crop, hold_out=args.hold_out)
     except PoseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """Which labelled people a pose model finds, by their size in network-input pixels.
 
     python tools/recall_by_size.py [--model ldlc-openpose-t6-fast] [--height 256] [--multi-scale 512]
-                                   [--ann ../shared/data/coco_val_dev/person_keypoints.json] [--limit N]
+                                   [--precision fp32|int8] [--limit N]
+                                   [--ann ../shared/data/coco_val_dev/person_keypoints.json]
 
 For every labelled person (non-crowd, with keypoints) of the annotation file: is some person
 the model returns within OKS 0.5 of it (COCO's OKS over the labelled keypoints, a missing
@@ -19,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pose_core.eval import DEFAULT_ANN, image_ids_to_evaluate, load_ground_truth  # noqa: E402
-from pose_core.registry import DEFAULT_MODEL, load_pipeline  # noqa: E402
+from pose_core.registry import DEFAULT_MODEL, PRECISIONS, load_pipeline  # noqa: E402
 from pose_core.skeleton import OKS_SIGMAS  # noqa: E402
 
 BUCKETS = (0, 32, 64, 128, 256, np.inf)
@@ -42,7 +43,8 @@ def main(argv=None):
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--multi-scale", type=int, nargs="*", default=(), metavar="H")
-    p.add_argument("--precision", default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="ONNX Runtime: the fp32 file (default) or the model's int8 file")
     p.add_argument("--ann", default=str(DEFAULT_ANN))
     p.add_argument("--limit", type=int)
     args = p.parse_args(argv)
