@@ -18,10 +18,10 @@
 # kept at each quarter of the slice (<model>.<images seen>.pt); the device tool returns at most 8
 # files, 64 MiB in all, so at most five 9.7 MiB snapshots besides the final weights.
 # Pack at --training-crop: crops cut from images shrunk to 256 px are blurrier than training
-# takes them from the source, and that costs AP within minutes (stop 17: 120 CPU steps of batch
-# 16 on the same crops took coco_val_dev from 0.196 to 0.196 on the source images, 0.182 on a
-# 256 px WebP pack, 0.192 on full-size WebP at quality 75; two H200 slices on the 256 px pack at
-# lr 3e-4 and 6e-5 fell to 0.165-0.175 within their first snapshot, as stop 14's did).
+# takes them from the source, and that costs AP (stop 17, tools/pack_fidelity.py: 120 CPU steps
+# on the same crops, 0.196 from the source images against 0.182 from a 256 px WebP pack). Two
+# H200 slices on that pack, at lr 3e-4 and 6e-5, fell from 0.196 to 0.165-0.175 by their first
+# snapshot, as stop 14's did: restart gently (lower lr, longer warm-up) and judge early snapshots.
 # DEVICE=cpu (and PACKED=folder) run the same slice here.
 set -euo pipefail
 model=${1:?usage: gpu_train_slice.sh MODEL [MINUTES [TRAINING ARGS...]]}

@@ -8,9 +8,11 @@ the CPU) on the same coco_person_train people in the same order with the same au
 one reads the source images, the other the pack's copies. Then each run's loss on fixed crops of
 320 other people of the source images, and its AP on coco_val_dev (ldlc-openpose-t6-fast, ONNX
 fp32, as `pose_core.eval` measures the registered model). A pack that blurs or degrades the
-crops moves the weights away from what the source teaches: stop 17 measured, at 120 steps,
-0.196 -> 0.196 from the source, 0.182 from a 256 px WebP pack, 0.192 from full-size WebP at
-quality 75. About 10 minutes a run on 2 cores.
+crops moves the weights away from what the source teaches. Stop 17 measured, at 120 steps from
+0.196: with the people of a 256 px WebP pack, 0.196 from the source and 0.182 from the pack (0.192
+from full-size WebP at quality 75); with those of a --training-crop 256 WebP 90 pack, 0.184 and
+0.178. The restart alone moves AP by about 0.01, so compare the two arms of one run. About 10
+minutes a run on 2 cores.
 """
 import argparse
 import subprocess

@@ -20,7 +20,8 @@ resolve_sources; no --source: its default sources) and writes into --out:
   shrinks an image at most until its smallest main person is 32x32, which keeps them all.
   --training-crop CROP shrinks an image instead only as far as training at that crop side
   shrinks it on loading (data.py), so crops come from the same resolution as from the source:
-  a 256 px pack blurs them, and training on it lost AP within minutes (stop 17).
+  a 256 px pack blurs them (stop 17, tools/pack_fidelity.py: 0.014 AP lost against the source
+  in 120 steps on the same crops; 0.006 at --training-crop 256, WebP 90).
   <name> comes from the image folder (coco_person_train/images -> coco_person_train,
   har15 -> har15); sources that share an image folder share the packed images;
 - <name>/<annotation file name>: the annotation file with only the packed images, keypoints
