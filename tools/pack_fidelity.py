@@ -24,9 +24,10 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+from pose_core.models.io import save_torch_weights  # noqa: E402
 from pose_core.registry import WEIGHTS_DIR  # noqa: E402
-from pose_core.train.common import (DEFAULT_DATA_ROOT, build_model, freeze_batchnorm,  # noqa: E402
-                                    param_groups, resolve_sources)
+from pose_core.train.common import (DEFAULT_DATA_ROOT, build_model, freeze_batchnorm, lr_factor,  # noqa: E402
+                                    optimise, param_groups, resolve_sources)
 from pose_core.train.data import BottomUpDataset, collate  # noqa: E402
 from pose_core.train.train_bottomup import bottomup_loss, training_batch  # noqa: E402
 
@@ -75,21 +76,18 @@ def short_run(dataset, train, held, source, steps, lr, weights):
         freeze_batchnorm(model.backbone)
         batch = collate([dataset[i] for i in train[(step * BATCH) % len(train):][:BATCH]])
         tensors = training_batch(batch, CROP, torch.Generator().manual_seed(step), "cpu")
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * min(1.0, (step + 1) / WARMUP_STEPS)
-        loss = stage1_loss(model, *tensors)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        for group in optimizer.param_groups:   # a linear warm-up, then constant (progress 0)
+            group["lr"] = group["base_lr"] * lr_factor(step, 0.0, WARMUP_STEPS)
+        loss = optimise(optimizer, stage1_loss(model, *tensors))
         if step % 20 == 0:
-            print(f"  step {step} loss {loss.item():.2f} ({time.perf_counter() - start:.0f} s)", flush=True)
+            print(f"  step {step} loss {loss:.2f} ({time.perf_counter() - start:.0f} s)", flush=True)
     return model, before, held_out_loss(model, source, held)
 
 
 def val_ap(model, out):
     """AP on coco_val_dev of the weights (stored fp16, as committed), through ONNX fp32."""
     weights, onnx = out.with_suffix(".pt"), out.with_suffix(".onnx")
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, weights)
+    save_torch_weights(model, weights)
     python = sys.executable
     subprocess.run([python, "-m", "pose_core.export_onnx", "--model", EVAL_MODEL, "--weights", str(weights),
                     "--out", str(onnx)], cwd=REPO_ROOT, check=True, capture_output=True)

@@ -66,8 +66,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 from pose_core.errors import InputError, PoseError  # noqa: E402
 from pose_core.train.common import DEFAULT_DATA_ROOT, DEFAULT_SOURCES, resolve_sources  # noqa: E402
-from pose_core.train.data import MIN_MAIN_AREA, BottomUpDataset, _image_record, coco_images  # noqa: E402
-from pose_core.train.augment import SCALE_RANGE, TARGET_HEIGHT  # noqa: E402
+from pose_core.train.data import MIN_MAIN_AREA, BottomUpDataset, _image_record, coco_images, load_shrink  # noqa: E402
 
 MIB = 1 << 20
 DEVICE_TREE_LIMIT_MIB = 64
@@ -369,10 +368,9 @@ def _scaled_uses(uses, w, h, new_w, new_h, src):
 
 def training_size(w, h, uses, crop):
     """The packed size at which every main person of the image is at least as large as
-    data.py leaves it on loading for a crop of side `crop` (it shrinks an image so that the
-    main person's height is at most TARGET_HEIGHT x crop x SCALE_RANGE[1]); never enlarged."""
+    data.py leaves it on loading for a crop of side `crop` (its load_shrink); never enlarged."""
     heights = [height for _, _, anns in uses for _, _, height in _image_record(None, anns).mains]
-    scale = max((TARGET_HEIGHT * crop * SCALE_RANGE[1] / max(height, 1.0) for height in heights), default=1.0)
+    scale = max((load_shrink(height, crop) for height in heights), default=1.0)
     if scale >= 1.0:
         return w, h
     return min(w, math.ceil(w * scale)), min(h, math.ceil(h * scale))

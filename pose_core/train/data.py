@@ -29,6 +29,13 @@ MIN_MAIN_AREA = 32 * 32
 MIN_MAIN_SPACING = 0.3
 
 
+def load_shrink(height, crop):
+    """The factor BottomUpDataset resizes an image by on loading for a main person `height` px
+    tall (< 1: it shrinks the image), so that even the largest random scale of a crop of side
+    `crop` would shrink it: that keeps the batched bilinear warp from aliasing."""
+    return TARGET_HEIGHT * crop * SCALE_RANGE[1] / max(height, 1.0)
+
+
 @dataclass(frozen=True)
 class Source:
     ann_file: str
@@ -148,7 +155,7 @@ class BottomUpDataset(torch.utils.data.Dataset):
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         keypoints, boxes = record.keypoints.copy(), record.ignore_boxes.copy()
         center = np.array([cx, cy], np.float32)
-        shrink = TARGET_HEIGHT * self.crop * SCALE_RANGE[1] / max(height, 1.0)
+        shrink = load_shrink(height, self.crop)
         if shrink < 1.0:
             h, w = image.shape[:2]
             size = (max(1, round(w * shrink)), max(1, round(h * shrink)))
