@@ -142,11 +142,16 @@ class MainWindow(QMainWindow):
         self.loop = QCheckBox("Loop")
         self.loop.setToolTip("a file starts over from its first frame at its end")
         self.loop.toggled.connect(self._on_loop)
+        self.zoom = QCheckBox("Zoom")
+        self.zoom.setToolTip("bottom-up models: run the network again, at twice the scale, around the small\n"
+                             "people it found: more accurate on small people, slower the more there are")
+        self.zoom.toggled.connect(lambda on: self.worker.set_options(zoom=on))
         for widget in (self.camera_index, camera, open_file):
             bar.addWidget(widget)
         bar.addSeparator()
         bar.addWidget(QLabel("Model "))
         bar.addWidget(self.model_box)
+        bar.addWidget(self.zoom)
         bar.addSeparator()
         for widget in (self.pause_button, self.step_button, self.realtime, self.loop):
             bar.addWidget(widget)
@@ -193,6 +198,7 @@ class MainWindow(QMainWindow):
             box.setChecked(s.value(f"draw/{key}", getattr(self.worker.options, key), type=bool))
         self.realtime.setChecked(s.value("realtime", True, type=bool))
         self.loop.setChecked(s.value("loop", False, type=bool))
+        self.zoom.setChecked(s.value("zoom", False, type=bool))
         ready = [c.name for c in self.models if c.status == "ready"]
         model = s.value("model", "", type=str)
         if model not in ready:  # first launch: the registry's default, else any model with weights
@@ -216,6 +222,7 @@ class MainWindow(QMainWindow):
         s.setValue("threshold", self.threshold.value() / 100)
         s.setValue("realtime", self.realtime.isChecked())
         s.setValue("loop", self.loop.isChecked())
+        s.setValue("zoom", self.zoom.isChecked())
         for key, box in self.draw_toggles.items():
             s.setValue(f"draw/{key}", box.isChecked())
         if self.worker.model:

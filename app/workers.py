@@ -19,6 +19,7 @@ from PyQt6.QtGui import QImage
 from pose_core import registry
 from pose_core.draw import draw_people
 from pose_core.errors import PoseError
+from pose_core.bottomup import DEFAULT_ZOOM
 from pose_core.result import People, min_person_score_of
 from pose_core.smoothing import PoseSmoother
 from pose_core.tracking import PoseTracker
@@ -64,6 +65,7 @@ class DrawOptions:
     boxes: bool = False
     track: bool = True   # give people ids across frames
     smooth: bool = True   # One Euro filter: on by default for video and camera
+    zoom: bool = False    # bottom-up models: the zoom pass on small people (BottomUpPipeline.zoom)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class FrameResult:
     qimage: QImage       # the same pixels, ready to paint
     model: Optional[str]
     fresh: bool          # False when an already shown frame was redrawn or re-run
+    zoom: Optional[float] = None  # the zoom factor the model ran with, if it has the option
 
 
 class FrameSlot:
@@ -387,18 +390,21 @@ class InferenceWorker(QObject):
     def _process(self, frame, previous):
         """Run, draw and deliver `frame`; `previous` is its earlier result when it is redrawn."""
         options, model = self.options, self.model
-        rerun = previous is None or previous.model != model
+        zoom = DEFAULT_ZOOM if options.zoom and hasattr(self._pipeline, "zoom") else None
+        rerun = previous is None or previous.model != model or previous.zoom != zoom
         if not rerun:
             people = previous.people
         elif self._pipeline is None:
             people = People.empty()
         else:
+            if hasattr(self._pipeline, "zoom"):
+                self._pipeline.zoom = zoom
             people = self._pipeline(frame.image).confident(min_person_score_of(self._pipeline))
             if previous is None:
                 people = self._follow(people, frame, options)
         image = draw_people(frame.image.copy(), people, min_score=options.min_score, keypoints=options.keypoints,
                             limbs=options.limbs, boxes=options.boxes, ids=True)
-        result = FrameResult(frame, people, image, to_qimage(image), model, previous is None)
+        result = FrameResult(frame, people, image, to_qimage(image), model, previous is None, zoom)
         with self._lock:
             if frame.source_id != self._source_id:
                 return

@@ -65,10 +65,10 @@ def write_people_clip(path, people, frames):
 
 
 def benchmark(model, backend, video, frames, height=None, threads=None, weights=None, track=True, smooth=True,
-              precision=registry.DEFAULT_PRECISION, extra_heights=()):
+              precision=registry.DEFAULT_PRECISION, options=None):
     """One result dict: mean ms per frame per stage, end-to-end fps, people per frame;
-    `extra_heights`: a bottom-up model's multi-scale heights."""
-    options = {"extra_heights": extra_heights} if extra_heights else {}
+    `options`: a bottom-up model's registry.bottom_up_options."""
+    options = options or {}
     pipeline = registry.load_pipeline(model, backend, height, weights=weights, threads=threads, precision=precision,
                                       **options)
     with open_video(video) as reader:
@@ -83,7 +83,7 @@ def benchmark(model, backend, video, frames, height=None, threads=None, weights=
     return {
         "model": model, "backend": backend, "threads": _threads(backend, threads),
         "precision": _precision(model, backend, weights, precision),
-        "input_height": height or registry.get_spec(model).input_height, "extra_heights": list(extra_heights),
+        "input_height": height or registry.get_spec(model).input_height, "extra_heights": list(options.get("extra_heights", ())), "zoom": options.get("zoom"),
         "video": str(video), "video_size": list(size), "frames": stats.frames,
         "ms_per_frame": {stage: round(ms, 3) for stage, ms in stats.mean_ms().items()},
         "fps": round(stats.fps, 2), "people_per_frame": round(stats.people / max(stats.frames, 1), 2),
@@ -110,7 +110,8 @@ def _threads(backend, threads):
 def format_result(r):
     lines = [f"{r['model']}  backend {r['backend']} {r['precision']}  threads {r['threads']}  "
              f"input height {r['input_height']}"
-             + (f" + {', '.join(map(str, r['extra_heights']))}" if r.get("extra_heights") else "") + "  "
+             + (f" + {', '.join(map(str, r['extra_heights']))}" if r.get("extra_heights") else "")
+             + (f" zoom {r['zoom']:g}" if r.get("zoom") else "") + "  "
              f"{Path(r['video']).name} {r['video_size'][0]}x{r['video_size'][1]}  frames {r['frames']}",
              f"  {'stage':<12}{'ms/frame':>10}"]
     lines += [f"  {stage:<12}{ms:>10.2f}" for stage, ms in r["ms_per_frame"].items()]
@@ -136,8 +137,7 @@ def main(argv=None):
     p.add_argument("--people", type=int, nargs="+", metavar="N",
                    help="instead of --video: generated clips with N people each (e.g. 1 3 10)")
     p.add_argument("--height", type=int, help="network input height (default: each model's)")
-    p.add_argument("--multi-scale", type=int, nargs="+", default=(), metavar="H",
-                   help="bottom-up models: also run the network at these heights (main.py's --multi-scale)")
+    registry.add_bottom_up_arguments(p)
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--threads", type=int, help="inference threads (default: all cores)")
     registry.add_precision_argument(p)
@@ -149,8 +149,7 @@ def main(argv=None):
     try:
         if args.weights and (not args.model or len(args.model) != 1 or len(args.backend) != 1):
             raise PoseError("--weights needs exactly one --model and one --backend")
-        if args.multi_scale and any(registry.get_spec(m).kind != "bottom-up" for m in args.model or registry.MODELS):
-            raise PoseError("--multi-scale is for bottom-up models: name them with --model")
+        options = registry.bottom_up_options(args.model or registry.MODELS, args.multi_scale, args.zoom)
         if args.people and min(args.people) < 1:
             raise PoseError("--people counts must be at least 1")
         jobs = [(m, b) for m in (args.model or registry.MODELS) for b in args.backend]
@@ -168,7 +167,7 @@ def main(argv=None):
                         print(f"{model}  backend {backend}: skipped, {status}\n")
                         continue
                     result = benchmark(model, backend, video, args.frames, args.height, args.threads, args.weights,
-                                       not args.no_track, not args.no_smooth, args.precision, args.multi_scale)
+                                       not args.no_track, not args.no_smooth, args.precision, options)
                     if people is not None:
                         result["video"] = f"generated clip, {people} people"
                     result["network_ms_per_person"] = network_ms_per_person(result)

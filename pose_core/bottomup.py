@@ -7,13 +7,22 @@ import numpy as np
 from .errors import PoseError, WeightsError
 from .frames import as_bgr
 from .paf_grouping import PEAK_THRESHOLD, decode_people
-from .result import MIN_PERSON_SCORE, People
+from .result import MIN_PERSON_SCORE, People, boxes_from_keypoints
 from .skeleton import NUM_HEATMAPS, NUM_PAFS, OPENPOSE_FLIP_INDEX, OPENPOSE_LIMBS, openpose_to_coco
 from .topdown import oks_nms
 
 # People found at several network heights (extra_heights) are merged by OKS-NMS at this
 # threshold, chosen on coco_person_train images (0.2-0.9 measured; README).
 MULTI_SCALE_OKS_THRESHOLD = 0.5
+
+# Zoom pass: the frame regions around the people found smaller than ZOOM_MAX_SIZE network
+# pixels (their keypoint box's longer side) run through the network again at `zoom` x the
+# scale; a region is the person's keypoint box grown by ZOOM_GROW x its longer side plus
+# ZOOM_MARGIN_CELLS network cells on every side. Chosen on coco_person_train (README).
+DEFAULT_ZOOM = 2.0
+ZOOM_MAX_SIZE = 64
+ZOOM_GROW = 0.5
+ZOOM_MARGIN_CELLS = 2
 
 # Size-weighted person scores (paf_grouping.size_weighted_scores) run lower than unweighted
 # ones; this threshold shows about as many people on the crowd clips as MIN_PERSON_SCORE did
@@ -44,17 +53,21 @@ class BottomUpPipeline:
     network time). `fill_missing` and `size_score`: paf_grouping.decode_people's, both on
     by default (measured on coco_val_dev, README); `min_person_score` is the display
     threshold meant for the scores. `extra_heights` (multi-scale): the network also runs at
-    these heights and the people of all are merged by OKS-NMS. `height` may be changed
-    between calls (the GUI does).
+    these heights and the people of all are merged by OKS-NMS. `zoom` (> 1): the regions
+    around the small people of the `height` pass (zoom_regions) run again at `zoom` x its
+    scale, and their people join the merge: most of multi-scale's gain on small people for
+    a fraction of its cost, which grows with the number of small people. `height` may be
+    changed between calls (the GUI does).
     """
 
     kind = "bottom-up"
 
     def __init__(self, runner, height=256, stride=8, upsample=1, peak_threshold=PEAK_THRESHOLD,
-                 flip_test=False, fill_missing=True, size_score=True, extra_heights=()):
+                 flip_test=False, fill_missing=True, size_score=True, extra_heights=(), zoom=None):
         self.runner = runner
         self.height = height
         self.extra_heights = tuple(int(h) for h in extra_heights)
+        self.zoom = zoom
         self.stride = stride
         self.upsample = upsample
         self.peak_threshold = peak_threshold
@@ -67,6 +80,9 @@ class BottomUpPipeline:
         frame = as_bgr(frame)
         timings = dict.fromkeys(("preprocess", "network", "grouping"), 0.0)
         found = [self._people_at(frame, height, timings) for height in (self.height, *self.extra_heights)]
+        zoom = self.zoom  # read once: the GUI may change it between calls
+        if zoom:
+            found += self._zoomed_people(frame, found[0][0], zoom, timings)
         start = perf_counter()
         keypoints = np.concatenate([k for k, _ in found])
         people = (People.from_keypoints(keypoints, np.concatenate([s for _, s in found])) if len(keypoints)
@@ -97,6 +113,23 @@ class BottomUpPipeline:
         timings["grouping"] += perf_counter() - grouping_start
         return keypoints, scores
 
+    def _zoomed_people(self, frame, keypoints, zoom, timings):
+        """[(keypoints, scores)] of each zoom region (frame pixels), the network at `zoom` x the
+        scale of the `height` pass; a region keeps the people whose keypoint box centre is in it."""
+        base_scale = self.height / frame.shape[0]
+        found = []
+        for x0, y0, x1, y1 in zoom_regions(keypoints, frame.shape[:2], base_scale, self.stride):
+            region_keypoints, scores = self._people_at(frame[y0:y1, x0:x1],
+                                                       max(self.stride, round((y1 - y0) * base_scale * zoom)),
+                                                       timings)
+            present = region_keypoints[..., 2:] > 0
+            region_keypoints[..., :2] += np.where(present, np.array([x0, y0], np.float32), 0)
+            boxes = boxes_from_keypoints(region_keypoints)
+            centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+            inside = present.any((1, 2)) & np.all((centres >= (x0, y0)) & (centres < (x1, y1)), axis=1)
+            found.append((region_keypoints[inside], scores[inside]))
+        return found
+
     def preprocess(self, frame, height=None):
         """BGR uint8 frame -> ((1, 3, H, W) float32 RGB batch padded right and bottom to a
         multiple of the stride, (height, width) of the resized image inside it); the resized
@@ -123,6 +156,37 @@ class BottomUpPipeline:
             raise WeightsError(f"network outputs {shapes} are not bottom-up maps "
                                f"(1, {NUM_HEATMAPS} and {NUM_PAFS}, {expected[0]}, {expected[1]})")
         return outputs[0][0], outputs[1][0]
+
+
+def zoom_regions(keypoints, frame_size, base_scale, stride=8, max_size=ZOOM_MAX_SIZE, grow=ZOOM_GROW,
+                 margin_cells=ZOOM_MARGIN_CELLS):
+    """Integer (x0, y0, x1, y1) frame rectangles to look at again, around the people of
+    `keypoints` (N, 17, 3), frame pixels, found at `base_scale` network pixels per frame pixel)
+    whose keypoint box's longer side is under `max_size` network pixels: each such box grown
+    by `grow` x that side plus `margin_cells` network cells, clipped to the frame; rectangles
+    that overlap are replaced by their bounding rectangle until none do (one network run each)."""
+    frame_h, frame_w = frame_size
+    present = keypoints[..., 2] > 0
+    boxes = boxes_from_keypoints(keypoints)
+    side = (boxes[:, 2:] - boxes[:, :2]).max(1)
+    small = present.any(1) & (side * base_scale < max_size)
+    pad = grow * side[small, None] + margin_cells * stride / base_scale
+    rects = np.concatenate([boxes[small, :2] - pad, boxes[small, 2:] + pad], axis=1)
+    rects = np.clip(np.rint(rects), 0, [frame_w, frame_h, frame_w, frame_h]).astype(int).tolist()
+    merged_any = True
+    while merged_any:
+        merged_any, merged = False, []
+        for rect in rects:
+            for i, other in enumerate(merged):
+                if rect[0] < other[2] and other[0] < rect[2] and rect[1] < other[3] and other[1] < rect[3]:
+                    merged[i] = [min(rect[0], other[0]), min(rect[1], other[1]),
+                                 max(rect[2], other[2]), max(rect[3], other[3])]
+                    merged_any = True
+                    break
+            else:
+                merged.append(rect)
+        rects = merged
+    return [tuple(r) for r in rects if r[2] > r[0] and r[3] > r[1]]
 
 
 def average_with_mirrored(heatmaps, pafs, mirrored_heatmaps, mirrored_pafs):

@@ -61,10 +61,7 @@ def build_parser():
     p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
                    help="also run the mirrored frame and average: more accurate, twice the network "
                         "time (default: the model's; off for bottom-up models)")
-    p.add_argument("--multi-scale", type=int, nargs="+", metavar="H",
-                   help="bottom-up models: also run the network at these input heights and merge the "
-                        "people (e.g. --multi-scale 512: more accurate on small people, about 5x the "
-                        "network time)")
+    registry.add_bottom_up_arguments(p)
     p.add_argument("--detector", metavar="NAME",
                    help="top-down models: the person detector, a registered detector or bottom-up model "
                         f"(default: {registry.DEFAULT_DETECTOR} when its weights exist, else {registry.DEFAULT_MODEL})")
@@ -222,10 +219,7 @@ def load_pipeline(args):
         if spec.kind != "top-down" or spec.layout == "movenet":
             raise PoseError(f"--detector is for the top-down models; {args.model} does not take a person detector")
         options["detector"] = args.detector
-    if args.multi_scale:
-        if registry.get_spec(args.model).kind != "bottom-up" or any(not 32 <= h <= 2048 for h in args.multi_scale):
-            raise PoseError("--multi-scale takes heights between 32 and 2048 and is for bottom-up models")
-        options["extra_heights"] = args.multi_scale
+    options.update(registry.bottom_up_options([args.model], args.multi_scale, args.zoom))
     return registry.load_pipeline(args.model, args.backend, args.height, weights=args.weights,
                                   threads=args.threads, precision=args.precision, **options)
 

@@ -194,7 +194,7 @@ def run_eval_command(args, evaluate_in):
 
 
 def main(argv=None):
-    from .registry import DEFAULT_MODEL, get_spec, load_pipeline
+    from .registry import DEFAULT_MODEL, add_bottom_up_arguments, bottom_up_options, get_spec, load_pipeline
 
     parser = coco_eval_parser("python -m pose_core.eval", __doc__, DEFAULT_MODEL, "network input height")
     parser.add_argument("--gt-boxes", action="store_true",
@@ -212,8 +212,7 @@ def main(argv=None):
                        ("size-score", "weight person scores by the person's size")):
         parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None,
                             help=f"bottom-up: {what} (default: on)")
-    parser.add_argument("--multi-scale", type=int, nargs="+", metavar="H",
-                        help="bottom-up: also run the network at these heights and merge the people")
+    add_bottom_up_arguments(parser)
     args = parser.parse_args(argv)
 
     def evaluate_in(image_dir):
@@ -225,10 +224,7 @@ def main(argv=None):
             if spec.kind != "bottom-up" or args.upsample < 1:
                 raise InputError("--upsample takes a factor >= 1 and is for bottom-up models")
             options["upsample"] = args.upsample
-        if args.multi_scale:
-            if spec.kind != "bottom-up":
-                raise InputError("--multi-scale is for bottom-up models")
-            options["extra_heights"] = args.multi_scale
+        options.update(bottom_up_options([args.model], args.multi_scale, args.zoom))
         for option in ("fill_missing", "size_score"):
             if getattr(args, option) is not None:
                 if spec.kind != "bottom-up":

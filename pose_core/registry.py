@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .errors import ModelUnavailable, PoseError
+from .bottomup import DEFAULT_ZOOM
+from .errors import InputError, ModelUnavailable, PoseError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = REPO_ROOT / "weights"
@@ -163,6 +164,35 @@ def add_precision_argument(parser):
     """The --precision option of the commands that run models (main.py, bench, the evals)."""
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
                         help="ONNX Runtime: a model's int8 file when it has one (default), or fp32")
+
+
+def add_bottom_up_arguments(parser):
+    """--multi-scale and --zoom, the bottom-up accuracy options of the commands that run models
+    (main.py, bench, eval); bottom_up_options turns them into load_pipeline options."""
+    parser.add_argument("--multi-scale", type=int, nargs="+", metavar="H",
+                        help="bottom-up models: also run the network at these input heights and merge the "
+                             "people (e.g. --multi-scale 512: more accurate on small people, about 5x the "
+                             "network time)")
+    parser.add_argument("--zoom", type=float, nargs="?", const=DEFAULT_ZOOM, metavar="F",
+                        help=f"bottom-up models: run the network again at F x the scale (default {DEFAULT_ZOOM:g}) "
+                             "on the regions around the small people it found, and merge the people: more "
+                             "accurate on small people, at a cost that grows with their number")
+
+
+def bottom_up_options(models, multi_scale=None, zoom=None):
+    """The load_pipeline options of --multi-scale and --zoom for the models named `models`;
+    InputError when a value is out of range or a model is not bottom-up."""
+    bottom_up = all(get_spec(m).kind == "bottom-up" for m in models)
+    options = {}
+    if multi_scale:
+        if not bottom_up or any(not 32 <= h <= 2048 for h in multi_scale):
+            raise InputError("--multi-scale takes heights between 32 and 2048 and is for bottom-up models")
+        options["extra_heights"] = tuple(multi_scale)
+    if zoom is not None:
+        if not bottom_up or not 1 < zoom <= 4:
+            raise InputError("--zoom takes a factor above 1 and up to 4 and is for bottom-up models")
+        options["zoom"] = zoom
+    return options
 
 
 def get_spec(name):

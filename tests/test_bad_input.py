@@ -63,6 +63,9 @@ BAD_CASES = [
      "--multi-scale takes heights"),
     ("multi-scale height out of range", lambda t, w: ["--video", CLIP, "--weights", w.onnx, "--multi-scale", 9000],
      "--multi-scale takes heights"),
+    ("zoom on a top-down model", lambda t, w: ["--video", CLIP, "--model", "mnv2-hwloss", "--zoom"],
+     "--zoom takes a factor above 1 and up to 4 and is for bottom-up models"),
+    ("zoom factor out of range", lambda t, w: ["--video", CLIP, "--weights", w.onnx, "--zoom", 1], "--zoom takes a factor"),
 ]
 
 

@@ -98,7 +98,16 @@ def test_bench_times_multi_scale_and_refuses_it_for_top_down(untrained_t6, tmp_p
     [result] = json.loads(out.read_text())
     assert result["extra_heights"] == [384] and "input height 256 + 384" in capsys.readouterr().out
     assert bench.main(["--model", "mnv2-hwloss", "--backend", "onnx", "--multi-scale", "384"]) == 2
-    assert "--multi-scale is for bottom-up models" in capsys.readouterr().err
+    assert "--multi-scale takes heights between 32 and 2048 and is for bottom-up models" in capsys.readouterr().err
+
+
+def test_bench_times_the_zoom_pass_of_the_trained_default(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--model", registry.DEFAULT_MODEL, "--backend", "onnx", "--frames", "2", "--zoom",
+                       "--json", str(out)]) == 0
+    [result] = json.loads(out.read_text())
+    assert result["zoom"] == 2.0 and result["people_per_frame"] > 0
+    assert "input height 256 zoom 2 " in capsys.readouterr().out
 
 
 def test_bench_on_generated_clips_reports_the_cost_per_person(tmp_path):

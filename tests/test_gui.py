@@ -299,6 +299,45 @@ def test_a_still_image_is_rerun_when_the_model_changes(qtbot, make_window):
     overlay_checks(results[-1], figure_at(450, 250))
 
 
+class ZoomablePipeline(FakePipeline):
+    """A bottom-up-like pipeline with a `zoom` attribute: with zoom on it finds its person
+    elsewhere, so the overlay shows which way it ran."""
+
+    def __init__(self):
+        super().__init__(200, 200)
+        self.zoom = None
+        self.zooms_seen = []
+
+    def __call__(self, frame):
+        self.zooms_seen.append(self.zoom)
+        self.keypoints = figure_at(450, 250) if self.zoom else figure_at(200, 200)
+        return super().__call__(frame)
+
+
+def test_zoom_reruns_a_still_image_with_the_zoom_pass_and_without_it(qtbot, make_window):
+    loader = FakeLoader()
+    loader.pipelines["fake-left"] = pipeline = ZoomablePipeline()
+    window = make_window(loader=loader)
+    results = collect(window)
+    window.open_source(STILL)
+    wait_for(qtbot, lambda: any(r.model == "fake-left" for r in results))
+    overlay_checks(results[-1], figure_at(200, 200))
+    window.zoom.setChecked(True)
+    wait_for(qtbot, lambda: results[-1].zoom == 2.0)
+    assert not results[-1].fresh and pipeline.zooms_seen[-1] == 2.0
+    overlay_checks(results[-1], figure_at(450, 250))
+    window.zoom.setChecked(False)
+    wait_for(qtbot, lambda: results[-1].zoom is None)
+    overlay_checks(results[-1], figure_at(200, 200))
+    # a pipeline without the option (top-down) is not re-run for it
+    window.select_model("fake-right")
+    wait_for(qtbot, lambda: results[-1].model == "fake-right")
+    count = len(results)
+    window.zoom.setChecked(True)
+    wait_for(qtbot, lambda: len(results) > count)
+    assert results[-1].zoom is None and results[-1].people is results[-2].people
+
+
 def test_user_errors_show_in_the_window(qtbot, make_window, tmp_path):
     window = make_window()
     wait_for(qtbot, lambda: window.worker.model == "fake-left")
@@ -351,11 +390,13 @@ def test_settings_are_remembered_between_launches(qtbot, make_window):
     first.threshold.setValue(45)
     first.draw_toggles["boxes"].setChecked(True)
     first.loop.setChecked(True)
+    first.zoom.setChecked(True)
     wait_for(qtbot, lambda: first.worker.model == "fake-right" and first.source_info is not None)
     first.close()
 
     second = make_window()
     assert second.threshold.value() == 45 and second.draw_toggles["boxes"].isChecked() and second.loop.isChecked()
+    assert second.zoom.isChecked() and second.worker.options.zoom
     assert second.model_box.currentData() == "fake-right"
     wait_for(qtbot, lambda: second.source_info is not None and second.worker.model == "fake-right")
     assert second.source_info.source == CLIP

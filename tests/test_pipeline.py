@@ -182,3 +182,78 @@ def test_multi_scale_merges_the_people_of_every_height_once():
     assert np.abs(found[..., :2] - sort_by_nose_x(openpose_to_coco(truth))[..., :2]).max() < 0.5
     single = BottomUpPipeline(PerHeightNetwork(truth, (480, 640), {256: [0, 1]}))(np.zeros((480, 640, 3), np.uint8))
     assert len(single) == 2
+
+
+class CoordinateNetwork:
+    """Sees where it looks: the frame's pixels encode their own position (blue = x // 2,
+    green = y // 2, red 0), so from any batch, a crop or the whole frame at any scale, it
+    recovers the frame coordinates of its pixels and renders the maps of the people (frame
+    pixels) that cover at least `min_size` network pixels (keypoint box height): a network
+    that misses people too small for it."""
+
+    name = "coordinates"
+
+    def __init__(self, people, min_size=40):
+        self.people = np.asarray(people, np.float32).reshape(-1, 18, 3)
+        self.min_size = min_size
+        self.batches = []
+
+    @staticmethod
+    def frame(height, width):
+        ys, xs = np.mgrid[:height, :width]
+        return np.stack([xs // 2, ys // 2, np.zeros_like(xs)], axis=2).astype(np.uint8)
+
+    def __call__(self, batch):
+        self.batches.append(batch)
+        valid_rows, valid_cols = np.flatnonzero(batch[0, 0, :, 0] == 0), np.flatnonzero(batch[0, 0, 0] == 0)
+        # Frame coordinate = a + b x network pixel, fitted on the first valid row and column.
+        fit_x = np.polyfit(valid_cols, 2 * batch[0, 2, 0, valid_cols] + 0.5, 1)
+        fit_y = np.polyfit(valid_rows, 2 * batch[0, 1, valid_rows, 0] + 0.5, 1)
+        people = self.people.copy()
+        people[..., 0] = (people[..., 0] - fit_x[1]) / fit_x[0]
+        people[..., 1] = (people[..., 1] - fit_y[1]) / fit_y[0]
+        sizes = np.ptp(people[..., 1], axis=1)
+        heatmaps, pafs = render_maps(people[sizes >= self.min_size], batch.shape[2], batch.shape[3])
+        return heatmaps[None], pafs[None]
+
+
+def test_zoom_finds_a_person_too_small_for_the_base_height_and_keeps_everyone_once():
+    from test_grouping import assert_close_to_truth, match_to_truth
+    # At height 256 (0.64 network px per frame px): `large` spans 177 network px, `small` 59
+    # (found, and under ZOOM_MAX_SIZE, so its region is looked at again), `tiny` 29 (missed)
+    # next to it; at zoom 2 `tiny` spans 59.
+    large, small, tiny = person(100.3, 50.2, 300), person(350.3, 150.2, 100), person(400.3, 200.2, 50)
+    frame = CoordinateNetwork.frame(400, 500)
+    plain = BottomUpPipeline(CoordinateNetwork([large, small, tiny]))(frame)
+    assert len(plain) == 2
+    network = CoordinateNetwork([large, small, tiny])
+    people = BottomUpPipeline(network, zoom=2)(frame)
+    # one zoom run, on the region around `small`, at twice the scale
+    assert len(network.batches) == 2
+    region_height = network.batches[1].shape[2]
+    assert 2 * 0.64 * 92 < region_height < 2 * 0.64 * 300
+    assert len(people) == 3 and set(people.timings) == TIMING_KEYS
+    truth = openpose_to_coco(np.stack([large, small, tiny]))
+    assert_close_to_truth(match_to_truth(people.keypoints, truth), truth, tolerance=3)
+
+
+def test_zoom_regions_surround_small_people_merge_when_they_overlap_and_stay_in_the_frame():
+    from pose_core.bottomup import zoom_regions
+    people = openpose_to_coco(np.stack([person(100.3, 50.2, 300), person(350.3, 150.2, 100),
+                                        person(380.3, 160.2, 100), person(20.3, 300.2, 90)]))
+    regions = zoom_regions(people, (400, 500), base_scale=0.64)
+    # the large person gets none; the two overlapping small ones one; the one at the edge is clipped
+    assert len(regions) == 2
+    (x0, y0, x1, y1), (ex0, ey0, ex1, ey1) = sorted(regions, key=lambda r: -r[0])
+    boxes = boxes_of(people)
+    assert x0 < boxes[1, 0] and y0 < boxes[1, 1] and x1 > boxes[2, 2] and y1 > boxes[2, 3]
+    # grown by half the longer side (0.92 x 100) plus two network cells (25 frame px)
+    assert x0 == round(boxes[1, 0] - 0.5 * 92 - 25)
+    assert ex0 == 0 and ey1 == 400 and ex1 == round(boxes[3, 2] + 0.5 * 0.92 * 90 + 25)
+    assert zoom_regions(people[:1], (400, 500), base_scale=0.64) == []
+    assert zoom_regions(np.zeros((0, 17, 3), np.float32), (400, 500), base_scale=0.64) == []
+
+
+def boxes_of(keypoints):
+    from pose_core.result import boxes_from_keypoints
+    return boxes_from_keypoints(keypoints)

@@ -1,7 +1,7 @@
 """Which labelled people a pose model finds, by their size in network-input pixels.
 
     python tools/recall_by_size.py [--model ldlc-openpose-t6-fast] [--height 256] [--multi-scale 512]
-                                   [--precision fp32|int8] [--limit N]
+                                   [--zoom [F]] [--precision fp32|int8] [--limit N]
                                    [--ann ../shared/data/coco_val_dev/person_keypoints.json]
 
 For every labelled person (non-crowd, with keypoints) of the annotation file: is some person
@@ -20,7 +20,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pose_core.eval import DEFAULT_ANN, image_ids_to_evaluate, load_ground_truth  # noqa: E402
-from pose_core.registry import DEFAULT_MODEL, PRECISIONS, load_pipeline  # noqa: E402
+from pose_core.registry import (DEFAULT_MODEL, PRECISIONS, add_bottom_up_arguments, bottom_up_options,  # noqa: E402
+                                load_pipeline)
 from pose_core.skeleton import OKS_SIGMAS  # noqa: E402
 
 BUCKETS = (0, 32, 64, 128, 256, np.inf)
@@ -42,13 +43,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--height", type=int, default=256)
-    p.add_argument("--multi-scale", type=int, nargs="*", default=(), metavar="H")
+    add_bottom_up_arguments(p)
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="ONNX Runtime: the fp32 file (default) or the model's int8 file")
     p.add_argument("--ann", default=str(DEFAULT_ANN))
     p.add_argument("--limit", type=int)
     args = p.parse_args(argv)
-    options = {"extra_heights": args.multi_scale} if args.multi_scale else {}
+    options = bottom_up_options([args.model], args.multi_scale, args.zoom)
     pipeline = load_pipeline(args.model, "onnx", args.height, precision=args.precision, **options)
     coco = load_ground_truth(args.ann)
     rows = []  # (height in network pixels, matched)
@@ -62,7 +63,8 @@ def main(argv=None):
                 continue
             rows.append((labelled["bbox"][3] * scale, best_oks(found, labelled) >= 0.5))
     heights, matched = np.array(rows).T
-    print(f"{args.model} at height {args.height}" + (f" + {args.multi_scale}" if args.multi_scale else ""))
+    print(f"{args.model} at height {args.height}" + (f" + {args.multi_scale}" if args.multi_scale else "")
+          + (f", zoom {args.zoom:g}" if args.zoom else ""))
     print("person height (network px) | people | found (OKS >= 0.5)")
     for low, high in zip(BUCKETS[:-1], BUCKETS[1:]):
         inside = (heights >= low) & (heights < high)
