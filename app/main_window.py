@@ -330,6 +330,9 @@ class MainWindow(QMainWindow):
 
     def _on_model_ready(self, name):
         self.statusBar().showMessage(f"model {name} ready", 3000)
+        # Only bottom-up pipelines have the zoom pass (models outside the registry are tests' fakes).
+        spec = registry.MODELS.get(name)
+        self.zoom.setEnabled(spec is None or spec.kind == "bottom-up")
         self._save_settings()
 
     def _on_model_failed(self, name, message):

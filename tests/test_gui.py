@@ -437,6 +437,16 @@ def test_the_real_model_delivers_results(qtbot, make_window):
     assert isinstance(result.people, People) and result.people.timings["network"] > 0
 
 
+@pytest.mark.skipif(not registry.MODELS["mnv2-hwloss"].onnx_path.is_file(), reason="mnv2-hwloss not trained")
+def test_zoom_is_offered_for_bottom_up_models_only(qtbot, make_window):
+    window = make_window(models=None)
+    window.select_model("mnv2-hwloss")
+    # model_ready reaches the window after the worker swapped the model in
+    wait_for(qtbot, lambda: window.worker.model == "mnv2-hwloss" and not window.zoom.isEnabled(), timeout=60000)
+    window.select_model(registry.DEFAULT_MODEL)
+    wait_for(qtbot, lambda: window.worker.model == registry.DEFAULT_MODEL and window.zoom.isEnabled(), timeout=60000)
+
+
 def test_the_real_pipeline_runs_in_the_worker(qtbot, make_window, untrained_t6):
     """Mechanics only: the registry's pipeline on TEST-ONLY untrained weights (finds next to nobody)."""
     def load(name):
