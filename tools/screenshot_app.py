@@ -1,6 +1,6 @@
 """Render the desktop app offscreen on the bundled clip and save a screenshot.
 
-    python tools/screenshot_app.py [--model NAME] [--frames 20] [--out docs/app_screenshot.png]
+    python tools/screenshot_app.py [--model NAME] [--zoom] [--frames 20] [--out docs/app_screenshot.png]
 
 The window uses throw-away settings, so the user's own app settings are left alone.
 """
@@ -27,6 +27,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default=str(REPO_ROOT / "assets" / "vtest_people.mp4"))
     parser.add_argument("--model", help="model to show (default: the app's choice on a first launch)")
+    parser.add_argument("--zoom", action="store_true", help="tick the Zoom box (bottom-up models)")
     parser.add_argument("--frames", type=int, default=20, help="frames to play before the screenshot")
     parser.add_argument("--out", default=str(REPO_ROOT / "docs" / "app_screenshot.png"))
     args = parser.parse_args()
@@ -38,6 +39,7 @@ def main():
         window.show()
         if args.model:
             window.select_model(args.model)
+        window.zoom.setChecked(args.zoom)
         model = args.model or window.model_box.currentData()
         shown = []
         window.worker.result_ready.connect(lambda r: shown.append(r) if r.fresh and r.model == model else None)
