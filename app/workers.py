@@ -17,9 +17,9 @@ from PyQt6.QtCore import QObject, pyqtSignal
 from PyQt6.QtGui import QImage
 
 from pose_core import registry
+from pose_core.bottomup import DEFAULT_ZOOM
 from pose_core.draw import draw_people
 from pose_core.errors import PoseError
-from pose_core.bottomup import DEFAULT_ZOOM
 from pose_core.result import People, min_person_score_of
 from pose_core.smoothing import PoseSmoother
 from pose_core.tracking import PoseTracker

@@ -83,7 +83,8 @@ def benchmark(model, backend, video, frames, height=None, threads=None, weights=
     return {
         "model": model, "backend": backend, "threads": _threads(backend, threads),
         "precision": _precision(model, backend, weights, precision),
-        "input_height": height or registry.get_spec(model).input_height, "extra_heights": list(options.get("extra_heights", ())), "zoom": options.get("zoom"),
+        "input_height": height or registry.get_spec(model).input_height,
+        "extra_heights": list(options.get("extra_heights", ())), "zoom": options.get("zoom"),
         "video": str(video), "video_size": list(size), "frames": stats.frames,
         "ms_per_frame": {stage: round(ms, 3) for stage, ms in stats.mean_ms().items()},
         "fps": round(stats.fps, 2), "people_per_frame": round(stats.people / max(stats.frames, 1), 2),
