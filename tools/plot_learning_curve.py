@@ -85,7 +85,8 @@ def main(argv=None):
                 xscale="log", yscale="log")
     for ax in axes.flat:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best", framealpha=0.8)
+        if ax.get_legend_handles_labels()[0]:  # a kind with no evaluations yet has no legend
+            ax.legend(fontsize=7, loc="best", framealpha=0.8)
     fig.suptitle("Learning curves (docs/training_log.csv); grey dashed: runs whose weights were not kept")
     fig.tight_layout()
     fig.savefig(args.out, dpi=100)
