@@ -200,15 +200,23 @@ def test_training_script_runs_evaluates_checkpoints_and_resumes(coco, tmp_path):
     third = torch.load(ckpt, weights_only=False)
     assert third["step"] == 4
     assert sorted({g["base_lr"] for g in third["optimizer"]["param_groups"]}) == pytest.approx([2e-6, 1e-5])
-    # without the checkpoint: from the fp16 weights and their progress file
+    # without the checkpoint: from the fp16 weights and their progress file, which say the
+    # backbone is pretrained (no --init-backbone now): it trains at x 0.2 from the first step
     ckpt.unlink()
-    train_topdown.main(common + ["--max-steps", "4", "--resume-weights", str(weights)])
+    resume = [a for a in common if a != "--init-backbone" and not a.endswith("backbone.pt")]
+    train_topdown.main(resume + ["--max-steps", "4", "--resume-weights", str(weights), "--lr", "1e-5"])
     progress = json.loads((tmp_path / "w.progress.json").read_text())
     assert progress["step"] == 4 and progress["images_seen"] == 8 and progress["model"] == "mnv2-hwloss"
     assert progress["pretrained_backbone"] and progress["crop"] == 128
+    fourth = torch.load(ckpt, weights_only=False)
+    assert sorted({g["base_lr"] for g in fourth["optimizer"]["param_groups"]}) == pytest.approx([2e-6, 1e-5])
+    # and the checkpoint that run wrote resumes
+    train_topdown.main(resume + ["--max-steps", "5", "--lr", "1e-5"])
+    assert torch.load(ckpt, weights_only=False)["step"] == 5
+    ckpt.unlink()
     # a warm-restart slice: one more step's worth of time, however long the resumed run was
     train_topdown.main(common + ["--more-minutes", "1e-9", "--resume-weights", str(weights)])
-    assert json.loads((tmp_path / "w.progress.json").read_text())["step"] == 5
+    assert json.loads((tmp_path / "w.progress.json").read_text())["step"] == 6
     with pytest.raises(SystemExit, match="multiple of 32"):
         train_topdown.main(common + ["--crop", "200"])
     with pytest.raises(SystemExit, match="coco_val_dev"):

@@ -275,7 +275,15 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
         ckpt = torch.load(args.ckpt, map_location="cpu", weights_only=False)
         if ckpt["model_name"] != args.model:
             raise InputError(f"checkpoint {args.ckpt} is for {ckpt['model_name']}, not {args.model}")
-    pretrained = bool(args.init_backbone) or bool(ckpt and ckpt["pretrained_backbone"])
+    resumed = None  # (fp16 weights path, their progress or {}) when --resume-weights starts the run
+    if ckpt is None and args.resume_weights is not None:
+        weights_path = Path(args.resume_weights or WEIGHTS_DIR / spec.torch_file)
+        progress_file = progress_path(weights_path)
+        resumed = weights_path, json.loads(progress_file.read_text()) if progress_file.exists() else {}
+    # Known before the optimiser is built: the backbone's rate depends on it (until stop 18 a
+    # --resume-weights run learnt it after, and trained a pretrained backbone at the full rate).
+    pretrained = (bool(args.init_backbone) or bool(ckpt and ckpt["pretrained_backbone"])
+                  or bool(resumed and resumed[1].get("pretrained_backbone", False)))
     model = build_model(args.model, None if ckpt else args.init_backbone).to(device)
     backbone_lr = args.lr * (args.backbone_lr_mult if pretrained else 1.0)
     optimizer = torch.optim.AdamW(param_groups(model, args.lr, backbone_lr, args.weight_decay))
@@ -296,15 +304,12 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
         step, images_seen, train_seconds = ckpt["step"], ckpt["images_seen"], ckpt["train_seconds"]
         earlier_runs = ckpt.get("runs", [])
         print(f"resumed {args.ckpt}: step {step}, {images_seen} images", flush=True)
-    elif args.resume_weights is not None:
-        weights_path = Path(args.resume_weights or WEIGHTS_DIR / spec.torch_file)
+    elif resumed:
+        weights_path, saved = resumed
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-        progress_file = progress_path(weights_path)
-        if progress_file.exists():
-            saved = json.loads(progress_file.read_text())
+        if saved:
             step, images_seen, train_seconds = saved["step"], saved["images_seen"], saved["train_seconds"]
-            pretrained = pretrained or saved.get("pretrained_backbone", False)
             earlier_runs = saved.get("runs", [])
         # A fresh optimiser: its moments come back within the warm-up, counted from here.
         warmup_offset = step
