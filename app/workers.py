@@ -390,14 +390,15 @@ class InferenceWorker(QObject):
     def _process(self, frame, previous):
         """Run, draw and deliver `frame`; `previous` is its earlier result when it is redrawn."""
         options, model = self.options, self.model
-        zoom = DEFAULT_ZOOM if options.zoom and hasattr(self._pipeline, "zoom") else None
+        zoomable = hasattr(self._pipeline, "zoom")  # bottom-up pipelines
+        zoom = DEFAULT_ZOOM if options.zoom and zoomable else None
         rerun = previous is None or previous.model != model or previous.zoom != zoom
         if not rerun:
             people = previous.people
         elif self._pipeline is None:
             people = People.empty()
         else:
-            if hasattr(self._pipeline, "zoom"):
+            if zoomable:
                 self._pipeline.zoom = zoom
             people = self._pipeline(frame.image).confident(min_person_score_of(self._pipeline))
             if previous is None:

@@ -2,11 +2,12 @@
 import numpy as np
 import pytest
 
-from pose_core.bottomup import PAD_RGB, BottomUpPipeline
+from pose_core.bottomup import PAD_RGB, BottomUpPipeline, zoom_regions
 from pose_core.errors import InputError, WeightsError
 from pose_core.frames import as_bgr
+from pose_core.result import boxes_from_keypoints
 from pose_core.skeleton import openpose_to_coco
-from test_grouping import person, render_maps
+from test_grouping import assert_close_to_truth, match_to_truth, person, render_maps
 
 TIMING_KEYS = {"preprocess", "network", "grouping"}
 
@@ -218,7 +219,6 @@ class CoordinateNetwork:
 
 
 def test_zoom_finds_a_person_too_small_for_the_base_height_and_keeps_everyone_once():
-    from test_grouping import assert_close_to_truth, match_to_truth
     # At height 256 (0.64 network px per frame px): `large` spans 177 network px, `small` 59
     # (found, and under ZOOM_MAX_SIZE, so its region is looked at again), `tiny` 29 (missed)
     # next to it; at zoom 2 `tiny` spans 59.
@@ -238,22 +238,16 @@ def test_zoom_finds_a_person_too_small_for_the_base_height_and_keeps_everyone_on
 
 
 def test_zoom_regions_surround_small_people_merge_when_they_overlap_and_stay_in_the_frame():
-    from pose_core.bottomup import zoom_regions
     people = openpose_to_coco(np.stack([person(100.3, 50.2, 300), person(350.3, 150.2, 100),
                                         person(380.3, 160.2, 100), person(20.3, 300.2, 90)]))
     regions = zoom_regions(people, (400, 500), base_scale=0.64)
     # the large person gets none; the two overlapping small ones one; the one at the edge is clipped
     assert len(regions) == 2
     (x0, y0, x1, y1), (ex0, ey0, ex1, ey1) = sorted(regions, key=lambda r: -r[0])
-    boxes = boxes_of(people)
+    boxes = boxes_from_keypoints(people)
     assert x0 < boxes[1, 0] and y0 < boxes[1, 1] and x1 > boxes[2, 2] and y1 > boxes[2, 3]
     # grown by half the longer side (0.92 x 100) plus two network cells (25 frame px)
     assert x0 == round(boxes[1, 0] - 0.5 * 92 - 25)
     assert ex0 == 0 and ey1 == 400 and ex1 == round(boxes[3, 2] + 0.5 * 0.92 * 90 + 25)
     assert zoom_regions(people[:1], (400, 500), base_scale=0.64) == []
     assert zoom_regions(np.zeros((0, 17, 3), np.float32), (400, 500), base_scale=0.64) == []
-
-
-def boxes_of(keypoints):
-    from pose_core.result import boxes_from_keypoints
-    return boxes_from_keypoints(keypoints)
