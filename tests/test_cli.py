@@ -62,7 +62,7 @@ def test_avi_output_and_default_output_folder(untrained_t6, tmp_path):
 def test_image_with_torch_backend(untrained_t6, tmp_path):
     out = tmp_path / "photo.png"
     result = run_main("--image", PHOTO, "--out", out, "--json", tmp_path / "photo.json",
-                      "--backend", "torch", "--weights", untrained_t6.pt)
+                      "--model", "ldlc-openpose-t6-fast", "--backend", "torch", "--weights", untrained_t6.pt)
     assert result.returncode == 0, result.stderr
     assert cv2.imread(str(out)).shape == cv2.imread(str(PHOTO)).shape
     assert json.loads((tmp_path / "photo.json").read_text())["frames"] == 1

@@ -1,4 +1,5 @@
-"""MoveNet Lightning backbone: conversion from tfjs and initialisation of a "t6" network.
+"""MoveNet backbones: conversion from tfjs and initialisation of a "t6" network (Lightning's
+MobileNetV2 1.0) and a "t6w15" one (MultiPose's MobileNetV2 1.5).
 
 References are computed from the tfjs weights directly, in NumPy, with TensorFlow
 'SAME' padding, so they share no code with the PyTorch path.
@@ -20,6 +21,7 @@ from tools.tfjs_weights import load_tfjs_model  # noqa: E402
 from conftest import tf_same_conv  # noqa: E402
 
 MODEL_JSON = REPO_ROOT / "cache/npm/package/models/movenet-lightning.json"
+MULTIPOSE_JSON = REPO_ROOT / "cache/npm/package/models/movenet-multipose.json"
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,25 @@ def test_converted_layers_are_oihw(state):
     assert len(state) == 2 * (1 + 2 + 3 * 16 + 1)  # stem, blocks 0..16, Conv_1
 
 
-def test_stem_and_first_blocks_match_tf_same_reference(tfjs, model):
+@pytest.fixture(scope="module", params=["lightning-t6", "multipose-t6w15"])
+def case(request, tfjs, model):
+    """(tfjs weights, the network initialised from them) for each backbone a variant loads."""
+    if request.param == "lightning-t6":
+        return tfjs, model
+    weights = load_tfjs_model(MULTIPOSE_JSON)[1]
+    return weights, load_movenet_backbone(build_ldlc_openpose("t6w15"), convert_backbone(weights),
+                                          noise_std=0.0).eval()
+
+
+def test_each_variant_has_its_backbone_width(case):
+    tfjs, model = case
+    stem_channels = model.backbone.stem.conv.out_channels
+    assert stem_channels == tfjs[f"{LAYER_PREFIX}Conv1/Conv2D_weights"].shape[-1]
+    assert (stem_channels, model.backbone.out_channels) in ((32, 96), (48, 144))
+
+
+def test_stem_and_first_blocks_match_tf_same_reference(case):
+    tfjs, model = case
     # Odd height and even width: TF SAME pads (1, 1) rows but (0, 1) columns at stride 2.
     rng = np.random.default_rng(0)
     pixels = rng.uniform(0, 255, size=(37, 50, 3))
@@ -91,10 +111,11 @@ def test_stem_and_first_blocks_match_tf_same_reference(tfjs, model):
     np.testing.assert_allclose(to_numpy(got_block2), block2, rtol=1e-4, atol=1e-3)
 
 
-def test_condconv_block_starts_as_the_pretrained_dilated_block(tfjs, model):
+def test_condconv_block_starts_as_the_pretrained_dilated_block(case):
+    tfjs, model = case
     block = model.backbone.blocks[8]
     assert isinstance(block, CondConvInvertedResidual)
-    x = np.random.default_rng(1).normal(size=(11, 13, 64)) * 2
+    x = np.random.default_rng(1).normal(size=(11, 13, block.project.conv.out_channels)) * 2
     expected = tf_block(x, "block_8", tfjs, dilation=2)
     with torch.no_grad():
         assert torch.allclose(block.routing(to_torch(x)).sum(), torch.tensor(1.0))

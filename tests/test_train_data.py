@@ -292,3 +292,49 @@ def test_loader_workers_leave_ctrl_c_and_sigterm_to_the_main_process():
              "print([signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGINT, signal.SIGTERM)])")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO_ROOT)
     assert result.stdout.strip() == "[True, True]", result.stderr
+
+
+def fake_movenet_backbone(width):
+    """A converted MoveNet backbone's state dict (tools/convert_movenet_backbone.py's keys and
+    shapes) with random values: a plain MobileNetV2 of that width names its layers' shapes."""
+    from pose_core.models.bottomup import MobileNetV2Backbone, movenet_layer_names
+    plain = MobileNetV2Backbone(6, 1, width=width)
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for movenet_name, path in movenet_layer_names():
+        conv = plain.get_submodule(path).conv
+        state[f"{movenet_name}.weight"] = torch.randn(conv.weight.shape, generator=generator) * 0.1
+        state[f"{movenet_name}.bias"] = torch.randn(conv.out_channels, generator=generator) * 0.1
+    return state
+
+
+def test_backbone_swap_keeps_the_heads_that_fit(tmp_path):
+    """--init-backbone with --resume-weights: MultiPose's wider backbone under ldlc-openpose-t6's
+    CPM and initial stage (t6w15 has no refinement stage); only the CPM's first conv, which reads
+    the wider features, starts afresh."""
+    from pose_core.models.io import save_torch_weights
+    from pose_core.registry import get_spec
+    ann = write_coco(tmp_path, [{"id": 1, "file_name": "1.jpg", "width": 96, "height": 140}],
+                     [standing_person(1, 1)])
+    heads_from = tmp_path / "t6.pt"
+    save_torch_weights(get_spec("ldlc-openpose-t6").build(), heads_from)
+    torch.save(fake_movenet_backbone(1.5), tmp_path / "multipose.pt")
+    common = ["--model", "ldlc-openpose-t6w15", "--source", f"{ann}:{tmp_path / 'images'}:1", "--crop", "64",
+              "--batch", "1", "--workers", "0", "--log", str(tmp_path / "log.csv"),
+              "--save-weights", str(tmp_path / "w15.pt"), "--resume-weights", str(heads_from)]
+    # one step at rate 0 on the frozen backbone: the weights as the swap left them
+    train_bottomup.main(common + ["--init-backbone", str(tmp_path / "multipose.pt"), "--max-steps", "1",
+                                  "--lr", "0", "--freeze-backbone", "--train-stages", "1"])
+    swapped = torch.load(tmp_path / "w15.pt", weights_only=True)
+    t6 = torch.load(heads_from, weights_only=True)
+    backbone = fake_movenet_backbone(1.5)
+    assert torch.equal(swapped["backbone.stem.conv.weight"], backbone["Conv1.weight"].half())
+    assert torch.equal(swapped["backbone.stem.bn.bias"], backbone["Conv1.bias"].half())
+    head_weights = [k for k in swapped if not k.startswith("backbone.") and k.endswith((".weight", ".bias"))]
+    assert [k for k in head_weights if not torch.equal(swapped[k], t6[k])] == ["cpm.align.conv.weight"]
+    assert swapped["cpm.align.conv.weight"].shape[1] == 144
+    progress = json.loads((tmp_path / "w15.progress.json").read_text())
+    assert progress["model"] == "ldlc-openpose-t6w15" and progress["pretrained_backbone"]
+    # Without --init-backbone, the weights of another network do not load: a one-line error.
+    with pytest.raises(SystemExit, match="does not fit ldlc-openpose-t6w15"):
+        train_bottomup.main(common + ["--max-steps", "1"])

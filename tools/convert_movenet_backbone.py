@@ -1,14 +1,19 @@
-"""Convert MoveNet Lightning's MobileNetV2 backbone (tfjs) into a PyTorch state dict.
+"""Convert a MoveNet MobileNetV2 backbone (tfjs) into a PyTorch state dict.
 
     python tools/convert_movenet_backbone.py \
         --model-json cache/npm/package/models/movenet-lightning.json \
         --out cache/movenet_lightning_backbone.pt
+    python tools/convert_movenet_backbone.py \
+        --model-json cache/npm/package/models/movenet-multipose.json \
+        --out cache/movenet_multipose_backbone.pt
 
+Lightning's is a MobileNetV2 1.0, MultiPose's a MobileNetV2 1.5 (same layer names).
 Keys are "<MoveNet layer>.weight" (OIHW; depthwise C1HW) and "<MoveNet layer>.bias"
 (the BN offset, MoveNet's BN being folded into its convs) for the whole MobileNetV2:
 the stem, blocks 0..16 and the final 1x1 conv "Conv_1" (1280 channels).
 pose_core.models.bottomup.load_movenet_backbone loads what a network has of them: the
-stem and blocks 0..12 into the bottom-up "t6" model, all of them into "mnv2-hwloss".
+stem and blocks 0..12 into the bottom-up "t6" model (MultiPose's into "t6w15"), all of
+them into "mnv2-hwloss".
 """
 import sys
 from pathlib import Path

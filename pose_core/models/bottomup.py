@@ -24,7 +24,8 @@ Where the paper and the spec's inferred design disagree, the paper wins:
   convs with ReLU only (Lightweight OpenPose: no BN, ELU);
 - initial-stage trunk convs with BN + ReLU (Lightweight OpenPose: no BN).
 "t6" is MobileNetV2 1.0 (expansion 6, first block t = 1) so it can load MoveNet
-Lightning's backbone (`load_movenet_backbone`).
+Lightning's backbone (`load_movenet_backbone`); "t6w15" is MobileNetV2 1.5, MoveNet
+MultiPose's backbone.
 
 Input: float32 NCHW RGB 0..255, normalised inside as x / 127.5 - 1 (MoveNet's,
 MOVENET_MEAN_RGB / MOVENET_STD_RGB). Every stride-2 convolution pads like TensorFlow
@@ -73,7 +74,16 @@ MOVENET_STD_RGB = (0.5, 0.5, 0.5)
 VARIANTS = {
     "t2": dict(expansion=2, first_expansion=2),
     "t6": dict(expansion=6, first_expansion=1),
+    # MobileNetV2 1.5, the width of MoveNet MultiPose's backbone (trained on whole multi-person
+    # frames, where Lightning saw one centred person): stem 48, blocks 24-40-48-96-144.
+    "t6w15": dict(expansion=6, first_expansion=1, width=1.5),
 }
+
+
+def scaled_channels(channels, width):
+    """MobileNetV2's width rule (Keras _make_divisible): a multiple of 8, at most 10% under."""
+    scaled = max(8, int(channels * width + 4) // 8 * 8)
+    return scaled + 8 if scaled < 0.9 * channels * width else scaled
 
 
 def tf_same_pad(x, kernel_size, stride, dilation=1, dynamic=False):
@@ -154,17 +164,20 @@ class MobileNetV2Backbone(nn.Module):
     `blocks`: (out channels, stride, dilation) per block, e.g. MOBILENETV2_BLOCKS for the
     plain stride-32 network; `final_channels` adds the final 1x1 conv + BN + ReLU6
     (MobileNetV2's "Conv_1"); `dynamic_pad` makes every stride-2 conv pad from the input
-    size (any H, W in an ONNX export; not with CondConv blocks).
+    size (any H, W in an ONNX export; not with CondConv blocks); `width` is MobileNetV2's
+    width multiplier on every channel count (`scaled_channels`).
     """
 
     def __init__(self, expansion, first_expansion, condconv_blocks=(), kernel_size=7, dilation=2,
-                 num_experts=4, blocks=BACKBONE_BLOCKS, final_channels=None, dynamic_pad=False):
+                 num_experts=4, blocks=BACKBONE_BLOCKS, final_channels=None, dynamic_pad=False, width=1.0):
         super().__init__()
         if dynamic_pad and condconv_blocks:
             raise ValueError("dynamic padding is for networks without CondConv blocks")
-        self.stem = ConvBNAct(3, STEM_CHANNELS, 3, stride=2, act=nn.ReLU6)
-        layers, in_channels = [], STEM_CHANNELS
+        in_channels = scaled_channels(STEM_CHANNELS, width)
+        self.stem = ConvBNAct(3, in_channels, 3, stride=2, act=nn.ReLU6)
+        layers = []
         for index, (out_channels, stride, block_dilation) in enumerate(blocks):
+            out_channels = scaled_channels(out_channels, width)
             t = first_expansion if index == 0 else expansion
             if index in condconv_blocks:
                 if stride != 1:
@@ -258,11 +271,11 @@ class LDLCOpenPose(nn.Module):
 
     def __init__(self, expansion=2, first_expansion=2, condconv_blocks=(7, 8, 9, 10, 11, 12),
                  kernel_size=7, dilation=2, num_experts=4, num_refinement_stages=1, channels=128,
-                 eval_stages=None):
+                 eval_stages=None, width=1.0):
         super().__init__()
         self.eval_stages = eval_stages
         self.backbone = MobileNetV2Backbone(expansion, first_expansion, set(condconv_blocks),
-                                            kernel_size, dilation, num_experts)
+                                            kernel_size, dilation, num_experts, width=width)
         self.cpm = Cpm(self.backbone.out_channels, channels)
         self.initial_stage = InitialStage(channels)
         self.refinement_stages = nn.ModuleList(
@@ -331,9 +344,10 @@ def set_folded_bn(bn, offset):
 
 @torch.no_grad()
 def load_movenet_backbone(model, state, noise_std=1e-3, generator=None):
-    """Load a converted MoveNet Lightning backbone (tools/convert_movenet_backbone.py) into
-    `model.backbone`: a "t6" model (stem and blocks 0..12) or any other MobileNetV2Backbone
-    of expansion 6 (every block it has, and "Conv_1" when it has the final conv).
+    """Load a converted MoveNet backbone (tools/convert_movenet_backbone.py) into
+    `model.backbone`: Lightning's (MobileNetV2 1.0) into a "t6" model (stem and blocks 0..12) or
+    any other MobileNetV2Backbone of expansion 6 (every block it has, and "Conv_1" when it has
+    the final conv); MultiPose's (MobileNetV2 1.5) into a "t6w15" model.
 
     `state` maps "<MoveNet layer>.weight" (OIHW) and "<MoveNet layer>.bias" (the folded
     BN offset) to tensors. CondConv blocks get the pretrained 3x3 kernel in every expert

@@ -24,8 +24,8 @@ def save_torch_weights(model, path):
     os.replace(tmp, path)
 
 
-def load_torch_weights(spec, path) -> torch.nn.Module:
-    """spec.build() with the weights at `path`, as a float32 module in eval mode."""
+def read_state_dict(path) -> dict:
+    """The {name: tensor} saved at `path`, or a WeightsError that says what is wrong with it."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
@@ -35,6 +35,12 @@ def load_torch_weights(spec, path) -> torch.nn.Module:
         raise WeightsError(f"cannot read weights {path}: truncated or not a PyTorch state dict") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"weights {path} are not a PyTorch state dict")
+    return state
+
+
+def load_torch_weights(spec, path) -> torch.nn.Module:
+    """spec.build() with the weights at `path`, as a float32 module in eval mode."""
+    state = read_state_dict(path)
     model = spec.build()
     expected = model.state_dict()
     missing = sorted(expected.keys() - state.keys())

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError, PoseError
+from ..errors import InputError, PoseError, WeightsError
 from ..eval import DEFAULT_DATA_ROOT
 from ..models.io import save_torch_weights
 from ..registry import REPO_ROOT, WEIGHTS_DIR, get_spec
@@ -52,9 +52,12 @@ def training_parser(doc, model, sources_help, batch, lr, warmup_steps, crop_help
                    help="ANN_JSON:IMAGE_DIR:WEIGHT, repeatable; relative paths are looked up in "
                         f"--data-root, then in the repository (default: {sources_help})")
     p.add_argument("--init-backbone", help="converted pretrained weights (.pt): MoveNet Lightning's backbone "
-                                           "(cache/movenet_lightning_backbone.pt) or, for mnv3-hwloss-w075, "
-                                           "CenterNet's (cache/centernet_mnv3_backbone.pt); for centernet-person, "
-                                           "CenterNet's whole detector (cache/centernet_mnv3_detector.pt)")
+                                           "(cache/movenet_lightning_backbone.pt), MultiPose's for "
+                                           "ldlc-openpose-t6w15 (cache/movenet_multipose_backbone.pt) or, for "
+                                           "mnv3-hwloss-w075, CenterNet's (cache/centernet_mnv3_backbone.pt); for "
+                                           "centernet-person, CenterNet's whole detector "
+                                           "(cache/centernet_mnv3_detector.pt). With --resume-weights: a backbone "
+                                           "swap, the other layers taken from those weights where they fit")
     p.add_argument("--crop", type=int, default=256, help=crop_help)
     p.add_argument("--batch", type=int, default=batch)
     p.add_argument("--lr", type=float, default=lr, help="learning rate of the new layers")
@@ -121,8 +124,8 @@ def _find(path, data_root):
 def build_model(name, init_backbone=None):
     """The registered network; `init_backbone`: converted pretrained weights: CenterNet's whole
     detector for centernet-person (tools/convert_centernet_detector.py), CenterNet's backbone
-    for another MobileNetV3 backbone (tools/convert_centernet_backbone.py), else MoveNet
-    Lightning's backbone."""
+    for another MobileNetV3 backbone (tools/convert_centernet_backbone.py), else a MoveNet
+    backbone (tools/convert_movenet_backbone.py: Lightning's, or MultiPose's for t6w15)."""
     model = get_spec(name).build()
     if init_backbone:
         from ..models.bottomup import load_movenet_backbone
@@ -135,6 +138,21 @@ def build_model(name, init_backbone=None):
             load = load_centernet_backbone if isinstance(model.backbone, MobileNetV3Large) else load_movenet_backbone
         load(model, state)
     return model
+
+
+def load_heads(model, state, source):
+    """A backbone swap: `model` keeps its new pretrained backbone and takes every other layer of
+    `state` (another network's weights) whose name and shape fit; the rest keep their fresh
+    initialisation (ldlc-openpose-t6w15: the CPM's first conv, which reads the wider backbone)."""
+    own = model.state_dict()
+    heads = {k: v for k, v in state.items()
+             if not k.startswith("backbone.") and k in own and own[k].shape == v.shape}
+    if not heads:
+        raise WeightsError(f"{source} has no layer that fits {type(model).__name__} outside its backbone")
+    model.load_state_dict(heads, strict=False)
+    fresh = [k for k in own if not k.startswith("backbone.") and k not in heads]
+    print(f"backbone swap: {len(heads)} tensors from {source}; initialised afresh: {', '.join(fresh) or 'none'}",
+          flush=True)
 
 
 def freeze_batchnorm(module):
@@ -307,7 +325,15 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
     elif resumed:
         weights_path, saved = resumed
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        if args.init_backbone:
+            load_heads(model, state, weights_path)
+        else:
+            try:
+                model.load_state_dict(state)
+            except RuntimeError:
+                raise WeightsError(f"{weights_path} does not fit {args.model} (another network's weights? "
+                                   "--init-backbone swaps a new backbone under the layers that fit)") from None
         if saved:
             step, images_seen, train_seconds = saved["step"], saved["images_seen"], saved["train_seconds"]
             earlier_runs = saved.get("runs", [])
