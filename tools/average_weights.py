@@ -1,13 +1,14 @@
 """Average a run's weight snapshots (SWA-style) into one weights file of a registered network.
 
     python tools/average_weights.py --model ldlc-openpose-t6w15 --out weights/ldlc-openpose-t6w15.pt \
-        cache/train/ldlc-openpose-t6w15.124672.pt cache/train/ldlc-openpose-t6w15.128064.pt ...
+        cache/train/ldlc-openpose-t6w15.124672.pt cache/train/ldlc-openpose-t6w15.128688.pt ...
 
 Floating tensors are averaged in float32 (BN statistics included), integer ones (BN batch
 counts) taken from the last file; the result is saved as fp16 like every committed .pt.
 Tensors the network does not have (a training file's refinement stage, for a registered
 network built without it) are left out and listed; a tensor the network has but the files
-lack is an error. With one file, this converts it to the registered network.
+lack, or hold in another shape, is an error. With one file, this converts it to the registered
+network.
 """
 import argparse
 import sys
@@ -19,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from pose_core.errors import PoseError, WeightsError  # noqa: E402
-from pose_core.models.io import read_state_dict, save_torch_weights  # noqa: E402
+from pose_core.models.io import load_fitting_state, read_state_dict, save_torch_weights  # noqa: E402
 from pose_core.registry import MODELS, get_spec  # noqa: E402
 
 
@@ -45,14 +46,8 @@ def main(argv=None):
         own = model.state_dict().keys()
         averaged = average_states(states)
         dropped = sorted({name.split(".")[0] for name in averaged if name not in own})
-        missing = [name for name in own if name not in averaged]
-        if missing:
-            raise WeightsError(f"the snapshots lack {len(missing)} tensors of {args.model}, e.g. {missing[0]}")
-        misfit = [name for name, tensor in model.state_dict().items() if averaged[name].shape != tensor.shape]
-        if misfit:
-            raise WeightsError(f"the snapshots are not {args.model}'s: {len(misfit)} tensors of other shapes, "
-                               f"e.g. {misfit[0]}")
-        model.load_state_dict({name: averaged[name] for name in own})
+        load_fitting_state(model, {name: t for name, t in averaged.items() if name in own}, "the snapshots",
+                           args.model)
         save_torch_weights(model, args.out)
     except PoseError as exc:
         raise SystemExit(f"error: {exc}")

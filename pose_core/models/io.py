@@ -38,17 +38,22 @@ def read_state_dict(path) -> dict:
     return state
 
 
-def load_torch_weights(spec, path) -> torch.nn.Module:
-    """spec.build() with the weights at `path`, as a float32 module in eval mode."""
-    state = read_state_dict(path)
-    model = spec.build()
+def load_fitting_state(model, state, source, model_name):
+    """Load `state` into `model` (floating tensors as float32), or a WeightsError naming `source`
+    when its tensors' names or shapes are not the model's."""
     expected = model.state_dict()
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())
     mismatched = sorted(k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape)
     if missing or unexpected or mismatched:
         first = (missing or unexpected or mismatched)[0]
-        raise WeightsError(f"weights {path} do not fit model {spec.name}: {len(missing)} missing, "
+        raise WeightsError(f"{source} do not fit model {model_name}: {len(missing)} missing, "
                            f"{len(unexpected)} unexpected, {len(mismatched)} mis-shaped (e.g. {first})")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+
+
+def load_torch_weights(spec, path) -> torch.nn.Module:
+    """spec.build() with the weights at `path`, as a float32 module in eval mode."""
+    model = spec.build()
+    load_fitting_state(model, read_state_dict(path), f"weights {path}", spec.name)
     return model.float().eval()
