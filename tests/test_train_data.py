@@ -336,5 +336,12 @@ def test_backbone_swap_keeps_the_heads_that_fit(tmp_path):
     progress = json.loads((tmp_path / "w15.progress.json").read_text())
     assert progress["model"] == "ldlc-openpose-t6w15" and progress["pretrained_backbone"]
     # Without --init-backbone, the weights of another network do not load: a one-line error.
-    with pytest.raises(SystemExit, match="does not fit ldlc-openpose-t6w15"):
+    with pytest.raises(SystemExit, match="do not fit model ldlc-openpose-t6w15: .* --init-backbone swaps"):
         train_bottomup.main(common + ["--max-steps", "1"])
+    # Nor does a damaged weights file, or a damaged backbone file.
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(heads_from.read_bytes()[:1000])
+    with pytest.raises(SystemExit, match="cannot read weights .*damaged.pt: truncated"):
+        train_bottomup.main(common[:-1] + [str(damaged), "--max-steps", "1"])
+    with pytest.raises(SystemExit, match="cannot read weights .*damaged.pt: truncated"):
+        train_bottomup.main(common + ["--init-backbone", str(damaged), "--max-steps", "1"])

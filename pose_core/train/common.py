@@ -28,7 +28,7 @@ import torch
 
 from ..errors import InputError, PoseError, WeightsError
 from ..eval import DEFAULT_DATA_ROOT
-from ..models.io import save_torch_weights
+from ..models.io import load_fitting_state, read_state_dict, save_torch_weights
 from ..registry import REPO_ROOT, WEIGHTS_DIR, get_spec
 from .data import Source, collate, make_loader
 
@@ -131,7 +131,7 @@ def build_model(name, init_backbone=None):
         from ..models.bottomup import load_movenet_backbone
         from ..models.centernet_person import CenterNetPersonNet, load_centernet_detector
         from ..models.mobilenetv3_pose import MobileNetV3Large, load_centernet_backbone
-        state = torch.load(init_backbone, map_location="cpu", weights_only=True)
+        state = read_state_dict(init_backbone)
         if isinstance(model, CenterNetPersonNet):
             load = load_centernet_detector
         else:
@@ -324,16 +324,15 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
         print(f"resumed {args.ckpt}: step {step}, {images_seen} images", flush=True)
     elif resumed:
         weights_path, saved = resumed
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        state = read_state_dict(weights_path)
         if args.init_backbone:
-            load_heads(model, state, weights_path)
+            load_heads(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, weights_path)
         else:
             try:
-                model.load_state_dict(state)
-            except RuntimeError:
-                raise WeightsError(f"{weights_path} does not fit {args.model} (another network's weights? "
-                                   "--init-backbone swaps a new backbone under the layers that fit)") from None
+                load_fitting_state(model, state, f"weights {weights_path}", args.model)
+            except WeightsError as exc:
+                raise WeightsError(f"{exc} (another network's weights? --init-backbone swaps a new backbone "
+                                   "under the layers that fit)") from None
         if saved:
             step, images_seen, train_seconds = saved["step"], saved["images_seen"], saved["train_seconds"]
             earlier_runs = saved.get("runs", [])
