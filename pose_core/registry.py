@@ -155,8 +155,8 @@ MODELS = {spec.name: spec for spec in (
         input_height=384, layout="movenet"),
 )}
 
-# Measured best on coco_val_dev at this stage of training (README, stop 19): 0.225 AP int8
-# against ldlc-openpose-t6-fast's 0.193, at about 0.6x its frame rate on two cores.
+# Measured best on coco_val_dev at this stage of training (README, stop 20): 0.236 AP int8
+# against ldlc-openpose-t6-fast's 0.193, at about 0.7x its frame rate on two cores.
 DEFAULT_MODEL = "ldlc-openpose-t6w15"
 # The top-down models' person detector when its weights exist; else the default bottom-up
 # model's people (topdown.BottomUpBoxes). Measured (README): mnv2-hwloss reaches 0.359 AP with

@@ -326,7 +326,7 @@ def run_training(args, stop, dataset, step_fn, evaluate_fn, default_sources, col
         weights_path, saved = resumed
         state = read_state_dict(weights_path)
         if args.init_backbone:
-            load_heads(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, weights_path)
+            load_heads(model, state, weights_path)   # load_state_dict casts the fp16 tensors
         else:
             try:
                 load_fitting_state(model, state, f"weights {weights_path}", args.model)
