@@ -27,10 +27,11 @@ OP_TYPES = ("Conv", "ConvTranspose", "Add", "Mul", "Concat", "Pad", "Resize", "C
 # filters (taps of +-4 next to taps of 0.03) that int8 rounds badly, and the stem stays float
 # with it (float_convs_between_qdq); the bottom-up output heads are the most sensitive layers.
 # A model not listed is quantised whole (person-detector: box AP 0.124 -> 0.123).
-BOTTOM_UP_KEEP_FLOAT = (r"^/backbone/stem/", r"^/backbone/blocks/blocks\.0/", r"^/initial_stage/(heatmaps|pafs)/")
+BOTTOM_UP_KEEP_FLOAT = (r"^/backbone/stem/", r"^/backbone/(blocks/)?blocks\.0/", r"^/initial_stage/(heatmaps|pafs)/")
 KEEP_FLOAT = {
     "ldlc-openpose-t6-fast": BOTTOM_UP_KEEP_FLOAT,
     "ldlc-openpose-t6w15": BOTTOM_UP_KEEP_FLOAT,
+    "ldlc-openpose-fpn": BOTTOM_UP_KEEP_FLOAT,  # its blocks run one by one: "/backbone/blocks.0/"
     "mnv2-hwloss": (r"^/backbone/stem/", r"^/backbone/blocks/blocks\.0/"),
 }
 

@@ -51,6 +51,11 @@ def _build_ldlc(variant, **options):
     return build
 
 
+def _build_ldlc_fpn():
+    from .models.multipose_fpn import build_ldlc_openpose_fpn
+    return build_ldlc_openpose_fpn()
+
+
 def _build_mobilenetv3_pose():
     from .models.mobilenetv3_pose import build_mobilenetv3_pose
     return build_mobilenetv3_pose()
@@ -99,6 +104,13 @@ MODELS = {spec.name: spec for spec in (
                     "stage: as -fast)",
         onnx_file="ldlc-openpose-t6w15.onnx", torch_file="ldlc-openpose-t6w15.pt",
         build=_build_ldlc("t6w15", num_refinement_stages=0), int8_file="ldlc-openpose-t6w15.int8.onnx"),
+    ModelSpec(
+        name="ldlc-openpose-fpn",
+        kind="bottom-up",
+        description="Seed network's CPM and initial stage on MoveNet MultiPose's whole feature extractor "
+                    "(MobileNetV2 1.5 + feature pyramid + keypoint heatmaps, as trained, no CondConv)",
+        onnx_file="ldlc-openpose-fpn.onnx", torch_file="ldlc-openpose-fpn.pt",
+        build=_build_ldlc_fpn, int8_file="ldlc-openpose-fpn.int8.onnx"),
     ModelSpec(
         name="ldlc-openpose",
         kind="bottom-up",
@@ -155,9 +167,9 @@ MODELS = {spec.name: spec for spec in (
         input_height=384, layout="movenet"),
 )}
 
-# Measured best on coco_val_dev at this stage of training (README, stop 20): 0.236 AP int8
-# against ldlc-openpose-t6-fast's 0.193, at about 0.7x its frame rate on two cores.
-DEFAULT_MODEL = "ldlc-openpose-t6w15"
+# Measured best on coco_val_dev at this stage of training (README, stop 21): 0.271 AP int8
+# against ldlc-openpose-t6w15's 0.236, at about twice its frame rate on two cores.
+DEFAULT_MODEL = "ldlc-openpose-fpn"
 # The top-down models' person detector when its weights exist; else the default bottom-up
 # model's people (topdown.BottomUpBoxes). Measured (README): mnv2-hwloss reaches 0.359 AP with
 # centernet-person's boxes at 416, 0.349 with person-detector's (int8, 320, twice as fast).

@@ -271,11 +271,13 @@ class LDLCOpenPose(nn.Module):
 
     def __init__(self, expansion=2, first_expansion=2, condconv_blocks=(7, 8, 9, 10, 11, 12),
                  kernel_size=7, dilation=2, num_experts=4, num_refinement_stages=1, channels=128,
-                 eval_stages=None, width=1.0):
+                 eval_stages=None, width=1.0, backbone=None):
         super().__init__()
         self.eval_stages = eval_stages
-        self.backbone = MobileNetV2Backbone(expansion, first_expansion, set(condconv_blocks),
-                                            kernel_size, dilation, num_experts, width=width)
+        # `backbone`: another module from normalised pixels to stride-8 features with
+        # `out_channels` (models/multipose_fpn.py); the backbone options are then unused.
+        self.backbone = backbone or MobileNetV2Backbone(expansion, first_expansion, set(condconv_blocks),
+                                                        kernel_size, dilation, num_experts, width=width)
         self.cpm = Cpm(self.backbone.out_channels, channels)
         self.initial_stage = InitialStage(channels)
         self.refinement_stages = nn.ModuleList(
@@ -354,7 +356,13 @@ def load_movenet_backbone(model, state, noise_std=1e-3, generator=None):
     (plus `noise_std`-relative noise) and routing with sum(a) = 1, so that at the start
     they compute the pretrained function exactly when noise_std is 0.
     """
-    backbone = model.backbone
+    load_movenet_layers(model.backbone, state, noise_std, generator)
+    return model
+
+
+@torch.no_grad()
+def load_movenet_layers(backbone, state, noise_std=1e-3, generator=None):
+    """load_movenet_backbone's work on a MobileNetV2Backbone itself."""
     for movenet_name, path in movenet_layer_names(len(backbone.blocks), backbone.final is not None):
         layer = backbone.get_submodule(path)
         try:
@@ -380,4 +388,3 @@ def load_movenet_backbone(model, state, noise_std=1e-3, generator=None):
     for block in backbone.blocks:
         if isinstance(block, CondConvInvertedResidual):
             block.routing.init_uniform_sum()
-    return model

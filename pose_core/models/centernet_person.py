@@ -181,22 +181,37 @@ def load_centernet_detector(model, state):
     layers as for load_centernet_backbone, plus the neck and heads) into a CenterNetPersonNet:
     the person channel of the class head, the box head rewritten by box_head_from_distances."""
     load_centernet_backbone(model, state)
-    for layer, path, kind in head_layer_names():
-        conv = model.get_submodule(path)
+
+    def person_heads(layer, weight, bias):
+        if layer.endswith("cls_output/pointwise"):
+            return weight[PERSON_CLASS:PERSON_CLASS + 1], bias[PERSON_CLASS:PERSON_CLASS + 1]
+        if layer.endswith("wh_output/pointwise"):
+            return box_head_from_distances(weight, bias)
+        return weight, bias
+
+    load_converted_convs(model, state, head_layer_names(), "CenterNet detector",
+                         "tools/convert_centernet_detector.py writes them", person_heads)
+    return model
+
+
+@torch.no_grad()
+def load_converted_convs(module, state, layer_names, family, hint, adjust=None):
+    """Copy converted layers into `module`'s convs: `layer_names` lists (layer, module path,
+    kind), kind "conv" (state "<layer>.weight" + "<layer>.bias") or "depthwise"/"conv_nobias"
+    (weight only); `adjust(layer, weight, bias)` may rewrite a layer's tensors first. A missing
+    or mis-shaped layer is a WeightsError naming `family` (and `hint` for a missing one)."""
+    for layer, path, kind in layer_names:
+        conv = module.get_submodule(path)
         try:
             weight = state[f"{layer}.weight"].float()
             bias = state[f"{layer}.bias"].float() if kind == "conv" else None
         except KeyError:
-            raise WeightsError(f"CenterNet detector weights lack layer {layer} "
-                               "(tools/convert_centernet_detector.py writes them)") from None
-        if layer.endswith("cls_output/pointwise"):
-            weight, bias = weight[PERSON_CLASS:PERSON_CLASS + 1], bias[PERSON_CLASS:PERSON_CLASS + 1]
-        elif layer.endswith("wh_output/pointwise"):
-            weight, bias = box_head_from_distances(weight, bias)
+            raise WeightsError(f"{family} weights lack layer {layer} ({hint})") from None
+        if adjust is not None:
+            weight, bias = adjust(layer, weight, bias)
         if weight.shape != conv.weight.shape:
-            raise WeightsError(f"CenterNet layer {layer} {tuple(weight.shape)} does not fit {path} "
+            raise WeightsError(f"{family} layer {layer} {tuple(weight.shape)} does not fit {path} "
                                f"{tuple(conv.weight.shape)}")
         conv.weight.copy_(weight)
         if bias is not None:
             conv.bias.copy_(bias)
-    return model

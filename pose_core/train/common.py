@@ -125,15 +125,19 @@ def build_model(name, init_backbone=None):
     """The registered network; `init_backbone`: converted pretrained weights: CenterNet's whole
     detector for centernet-person (tools/convert_centernet_detector.py), CenterNet's backbone
     for another MobileNetV3 backbone (tools/convert_centernet_backbone.py), else a MoveNet
-    backbone (tools/convert_movenet_backbone.py: Lightning's, or MultiPose's for t6w15)."""
+    backbone (tools/convert_movenet_backbone.py: Lightning's, or MultiPose's for t6w15 and,
+    with its pyramid, for ldlc-openpose-fpn)."""
     model = get_spec(name).build()
     if init_backbone:
         from ..models.bottomup import load_movenet_backbone
         from ..models.centernet_person import CenterNetPersonNet, load_centernet_detector
         from ..models.mobilenetv3_pose import MobileNetV3Large, load_centernet_backbone
+        from ..models.multipose_fpn import MultiPoseFeatures, load_multipose_features
         state = read_state_dict(init_backbone)
         if isinstance(model, CenterNetPersonNet):
             load = load_centernet_detector
+        elif isinstance(model.backbone, MultiPoseFeatures):
+            load = load_multipose_features
         else:
             load = load_centernet_backbone if isinstance(model.backbone, MobileNetV3Large) else load_movenet_backbone
         load(model, state)
