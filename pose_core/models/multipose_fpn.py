@@ -21,10 +21,10 @@ The output the CPM reads, at stride 8: the stride-8 map (24), the stride-4 map f
 into channels (pixel_unshuffle, 96) and the 17 keypoint heatmaps folded the same way (68):
 188 channels, so the stage sees MultiPose's keypoint evidence at its full resolution.
 
-The paper's CondConv large-kernel blocks are not in this backbone: with them at stride 16 the
-pretrained function would be kept at the start too, but a frozen backbone (the CPU recipe)
-never moves them, and plain blocks run faster in ONNX Runtime. The CPM and initial stage are
-the seed network's (pose_core.models.bottomup).
+The paper's CondConv large-kernel blocks are not in this backbone, a departure from the paper:
+initialised from the pretrained kernels they would compute MultiPose's function at the start,
+but the backbone stays frozen in the CPU recipe, so they would add cost without changing what
+it computes. The CPM and initial stage are the seed network's (pose_core.models.bottomup).
 
 Any H, W: the input is padded (after normalisation, with 0, mid-grey) to multiples of 32, as
 the pyramid's additions need, and the stride-8 output cropped back to ceil(H / 8) x ceil(W / 8).
@@ -41,6 +41,7 @@ FINAL_CHANNELS = 1280
 # (MultiPose lateral conv, backbone tap (block index; the first: Conv_1), in channels, out channels).
 LATERALS = (("conv2d", None, 1280, 64), ("conv2d_1", 9, 96, 64),
             ("conv2d_2", 5, 48, 32), ("conv2d_3", 2, 40, 24))
+TAP_BLOCKS = {tap for _, tap, _, _ in LATERALS[1:]}
 # (MultiPose separable conv after each top-down step, in channels, out channels): strides 16, 8, 4.
 MERGES = (("separable_conv2d", 64, 32), ("separable_conv2d_1", 32, 24), ("separable_conv2d_2", 24, 24))
 HEATMAP_HEAD = "kpt_heatmap_0"
@@ -72,7 +73,8 @@ class MultiPoseFeatures(nn.Module):
         x = self.body.stem(x)
         for index, block in enumerate(self.body.blocks):
             x = block(x)
-            taps[index] = x
+            if index in TAP_BLOCKS:
+                taps[index] = x
         top = self.laterals[LATERALS[0][0]](self.body.final(x))
         maps = []
         for (lateral, tap, _, _), (merge, _, _) in zip(LATERALS[1:], MERGES):
