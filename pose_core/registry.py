@@ -167,7 +167,7 @@ MODELS = {spec.name: spec for spec in (
         input_height=384, layout="movenet"),
 )}
 
-# Measured best on coco_val_dev at this stage of training (README, stop 21): 0.271 AP int8
+# Measured best on coco_val_dev at this stage of training (README, stop 21): 0.275 AP int8
 # against ldlc-openpose-t6w15's 0.236, at about twice its frame rate on two cores.
 DEFAULT_MODEL = "ldlc-openpose-fpn"
 # The top-down models' person detector when its weights exist; else the default bottom-up
