@@ -69,6 +69,22 @@ def tf_same_conv(x, kernel, stride=1, dilation=1, depthwise=False):
     return y
 
 
+def tf_resize2_reference(x, half_pixel_centers):
+    """TensorFlow ResizeBilinear x2 (align_corners False) of an H x W x C array in NumPy:
+    `half_pixel_centers` as MultiPose's graph sets it; without, output i samples input i / 2
+    (CenterNet's legacy resize)."""
+    for axis in (0, 1):
+        n = x.shape[axis]
+        src = np.arange(2 * n) / 2
+        if half_pixel_centers:
+            src = np.clip(src - 0.25, 0, n - 1)  # (i + 0.5) / 2 - 0.5
+        low = np.floor(src).astype(int)
+        high = np.minimum(low + 1, n - 1)
+        frac = (src - low).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+        x = np.take(x, low, axis) * (1 - frac) + np.take(x, high, axis) * frac
+    return x
+
+
 def run_main(*args, cwd=None, timeout=120):
     """Run `main.py args` with this interpreter in a subprocess; returns CompletedProcess (text)."""
     return subprocess.run([sys.executable, str(REPO_ROOT / "main.py"), *map(str, args)], cwd=cwd,

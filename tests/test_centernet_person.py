@@ -14,7 +14,7 @@ cv2 = pytest.importorskip("cv2")
 from pose_core.models.centernet_person import (STRIDE, box_head_from_distances, build_centernet_person,  # noqa: E402
                                                load_centernet_detector, upsample2_tf_legacy)
 from pose_core.person_detector import PersonDetector, decode_detections  # noqa: E402
-from conftest import PHOTO, tf_same_conv  # noqa: E402
+from conftest import PHOTO, tf_resize2_reference, tf_same_conv  # noqa: E402
 from test_centernet_backbone import (MODEL_JSON, NUM_BLOCKS, graph, graph_block, graph_conv, strides,  # noqa: E402,F401
                                      tfjs)
 
@@ -29,18 +29,6 @@ def state(tfjs):
 @pytest.fixture(scope="module")
 def model(state):
     return load_centernet_detector(build_centernet_person(), state).eval()
-
-
-def resize2_reference(x):
-    """TensorFlow ResizeBilinear x2, align_corners and half_pixel_centers False, of H x W x C."""
-    for axis in (0, 1):
-        n = x.shape[axis]
-        src = np.arange(2 * n) / 2
-        low = np.floor(src).astype(int)
-        high = np.minimum(low + 1, n - 1)
-        frac = (src - low).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
-        x = np.take(x, low, axis) * (1 - frac) + np.take(x, high, axis) * frac
-    return x
 
 
 def separable_reference(x, scope, tfjs, root="CenternetHead"):
@@ -68,7 +56,8 @@ def graph_reference(rgb, tfjs, strides):
 
     for step, (tap, name) in zip(("c5", "c4", "c3"), ((11, "c4_reverse"), (5, "c3_reverse"), (3, "c2_reverse"))):
         up = sum(separable_reference(x, f"{step}_upsample/branch_{b}_upsample_resize", tfjs) for b in "xy")
-        x = np.maximum(np.concatenate([lateral(taps[tap], name), resize2_reference(up)], axis=-1), 0)
+        upsampled = tf_resize2_reference(up, half_pixel_centers=False)
+        x = np.maximum(np.concatenate([lateral(taps[tap], name), upsampled], axis=-1), 0)
     hidden = x.mean((0, 1)) @ tfjs["tower_0/CenternetHead/conv1x1_se_a/Conv2D_weights"][0, 0]
     hidden = np.maximum(hidden + tfjs["tower_0/CenternetHead/conv1x1_se_a/Conv2D_bn_offset"], 0)
     x = x / (1 + np.exp(-(hidden @ tfjs["CenternetHead/conv1x1_se_b/weights"][0, 0])))
@@ -94,7 +83,7 @@ def decoded_boxes(size, offset):
 def test_upsample_is_tensorflows_legacy_bilinear_resize():
     x = np.random.default_rng(0).normal(size=(5, 7, 3))
     got = upsample2_tf_legacy(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))[0].numpy().transpose(1, 2, 0)
-    np.testing.assert_allclose(got, resize2_reference(x), atol=1e-12)
+    np.testing.assert_allclose(got, tf_resize2_reference(x, half_pixel_centers=False), atol=1e-12)
 
 
 def test_box_head_rewrite_is_exact():

@@ -15,7 +15,7 @@ from pose_core.models.bottomup import MOBILENETV2_BLOCKS  # noqa: E402
 from pose_core.models.multipose_fpn import (OUT_CHANNELS, build_ldlc_openpose_fpn, fpn_layer_names,  # noqa: E402
                                             load_multipose_features)
 from pose_core.train.common import build_model, load_heads  # noqa: E402
-from conftest import PHOTO, tf_same_conv  # noqa: E402
+from conftest import PHOTO, tf_resize2_reference, tf_same_conv  # noqa: E402
 from test_movenet_backbone import MULTIPOSE_JSON, tf_block, tf_conv, to_numpy, to_torch  # noqa: E402
 
 from tools.convert_movenet_backbone import FPN_TENSORS, convert_backbone, main as convert_main  # noqa: E402
@@ -35,18 +35,6 @@ def state(tfjs):
 @pytest.fixture(scope="module")
 def model(state):
     return load_multipose_features(build_ldlc_openpose_fpn(), state).eval()
-
-
-def resize2_half_pixel_reference(x):
-    """TensorFlow ResizeBilinear x2 with half_pixel_centers (MultiPose's), of H x W x C."""
-    for axis in (0, 1):
-        n = x.shape[axis]
-        src = np.clip((np.arange(2 * n) + 0.5) / 2 - 0.5, 0, n - 1)
-        low = np.floor(src).astype(int)
-        high = np.minimum(low + 1, n - 1)
-        frac = (src - low).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
-        x = np.take(x, low, axis) * (1 - frac) + np.take(x, high, axis) * frac
-    return x
 
 
 def separable_reference(x, layer, tfjs):
@@ -75,8 +63,8 @@ def graph_reference(pixels, tfjs):
     maps = []
     for name, tap, merge in (("conv2d_1", 9, "separable_conv2d"), ("conv2d_2", 5, "separable_conv2d_1"),
                              ("conv2d_3", 2, "separable_conv2d_2")):
-        top = np.maximum(separable_reference(resize2_half_pixel_reference(top) + lateral(taps[tap], name),
-                                             merge, tfjs), 0)
+        upsampled = tf_resize2_reference(top, half_pixel_centers=True)
+        top = np.maximum(separable_reference(upsampled + lateral(taps[tap], name), merge, tfjs), 0)
         maps.append(top)
     hidden = np.maximum(separable_reference(top, "kpt_heatmap_0", tfjs), 0)
     logits = lateral(hidden, "kpt_heatmap_0/output")
@@ -135,7 +123,7 @@ def test_backbone_swap_takes_the_other_models_heads_but_the_cpm_input(tmp_path, 
     assert own["cpm.align.conv.weight"].shape[1] == OUT_CHANNELS
 
 
-def test_lightning_weights_are_refused(tmp_path):
+def test_lightning_weights_are_refused():
     lightning = convert_backbone(load_tfjs_model(MULTIPOSE_JSON.with_name("movenet-lightning.json"))[1])
     with pytest.raises(WeightsError):
         load_multipose_features(build_ldlc_openpose_fpn(), lightning)

@@ -14,7 +14,8 @@ the stem, blocks 0..16 and the final 1x1 conv "Conv_1" (1280 channels); MultiPos
 its feature pyramid and keypoint heatmap head, for ldlc-openpose-fpn (FPN_TENSORS).
 pose_core.models.bottomup.load_movenet_backbone loads what a network has of them: the
 stem and blocks 0..12 into the bottom-up "t6" model (MultiPose's into "t6w15"), all of
-them into "mnv2-hwloss".
+them into "mnv2-hwloss"; pose_core.models.multipose_fpn.load_multipose_features loads all of
+MultiPose's, pyramid and heatmap head included, into "ldlc-openpose-fpn".
 """
 import sys
 from pathlib import Path
@@ -27,10 +28,8 @@ sys.path.insert(0, str(REPO_ROOT))
 from pose_core.models.bottomup import MOBILENETV2_BLOCKS, movenet_layer_names  # noqa: E402
 from tools.tfjs_weights import backbone_converter_main, torch_kernel  # noqa: E402
 
-LAYER_PREFIX = "StatefulPartitionedCall/center_net_mobile_net_v2fpn_feature_extractor/model_1/model/"
-
-
 FEATURE_PREFIX = "StatefulPartitionedCall/center_net_mobile_net_v2fpn_feature_extractor/model_1/"
+LAYER_PREFIX = f"{FEATURE_PREFIX}model/"   # the MobileNetV2 inside the feature extractor
 HEAD_PREFIX = "StatefulPartitionedCall/kpt_heatmap_0/"
 # MultiPose's pyramid and keypoint heatmap head (pose_core.models.multipose_fpn.fpn_layer_names):
 # layer -> tfjs tensor names of (weight, bias); bias None for a depthwise conv.

@@ -276,8 +276,8 @@ class LDLCOpenPose(nn.Module):
         self.eval_stages = eval_stages
         # `backbone`: another module from normalised pixels to stride-8 features with
         # `out_channels` (models/multipose_fpn.py); the backbone options are then unused.
-        self.backbone = backbone or MobileNetV2Backbone(expansion, first_expansion, set(condconv_blocks),
-                                                        kernel_size, dilation, num_experts, width=width)
+        self.backbone = backbone if backbone is not None else MobileNetV2Backbone(
+            expansion, first_expansion, set(condconv_blocks), kernel_size, dilation, num_experts, width=width)
         self.cpm = Cpm(self.backbone.out_channels, channels)
         self.initial_stage = InitialStage(channels)
         self.refinement_stages = nn.ModuleList(
