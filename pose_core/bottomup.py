@@ -6,9 +6,10 @@ import numpy as np
 
 from .errors import PoseError, WeightsError
 from .frames import as_bgr
-from .paf_grouping import PEAK_THRESHOLD, decode_people
+from .paf_grouping import PEAK_THRESHOLD, decode_people, snap_to_heatmap_peaks
 from .result import MIN_PERSON_SCORE, People, boxes_from_keypoints
-from .skeleton import NUM_HEATMAPS, NUM_PAFS, OPENPOSE_FLIP_INDEX, OPENPOSE_LIMBS, openpose_to_coco
+from .skeleton import (COCO_FLIP_INDEX, NUM_HEATMAPS, NUM_KEYPOINTS, NUM_PAFS, OPENPOSE_FLIP_INDEX,
+                       OPENPOSE_LIMBS, openpose_to_coco)
 from .topdown import oks_nms
 
 # People found at several network heights (extra_heights) are merged by OKS-NMS at this
@@ -45,7 +46,10 @@ class BottomUpPipeline:
     """Resize (height = `height`, aspect kept) -> network -> peaks + PAF grouping.
 
     runner(batch (1, 3, H, W) float32 RGB 0..255) returns (heatmaps (1, 19, H/stride,
-    W/stride), pafs (1, 38, H/stride, W/stride)). `upsample` is the factor the maps are
+    W/stride), pafs (1, 38, H/stride, W/stride)) and, from a network that has them
+    (ldlc-openpose-fpn), keypoint heatmaps (1, 17, 2H/stride, 2W/stride) in COCO order: with
+    `snap_keypoints` (the default) each decoded keypoint then moves to their nearby peak
+    (paf_grouping.snap_to_heatmap_peaks). `upsample` is the factor the maps are
     upsampled by before peak finding: 1 (the default) finds peaks on the network's grid with
     sub-cell refinement, 4 upsamples first as the Lightweight OpenPose demo does; on
     coco_val_dev 1 measured both cheaper and more accurate (README). `flip_test`
@@ -63,7 +67,8 @@ class BottomUpPipeline:
     kind = "bottom-up"
 
     def __init__(self, runner, height=256, stride=8, upsample=1, peak_threshold=PEAK_THRESHOLD,
-                 flip_test=False, fill_missing=True, size_score=True, extra_heights=(), zoom=None):
+                 flip_test=False, fill_missing=True, size_score=True, extra_heights=(), zoom=None,
+                 snap_keypoints=True):
         self.runner = runner
         self.height = height
         self.extra_heights = tuple(int(h) for h in extra_heights)
@@ -72,6 +77,7 @@ class BottomUpPipeline:
         self.upsample = upsample
         self.peak_threshold = peak_threshold
         self.flip_test = flip_test
+        self.snap_keypoints = snap_keypoints
         self.decode_options = {"fill_missing": fill_missing, "size_score": size_score}
         self.min_person_score = SIZE_SCORED_MIN_PERSON_SCORE if size_score else MIN_PERSON_SCORE
         self.backend = getattr(runner, "name", type(runner).__name__)
@@ -101,13 +107,19 @@ class BottomUpPipeline:
         start = perf_counter()
         batch, resized_size = self.preprocess(frame, height)
         network_start = perf_counter()
-        heatmaps, pafs = self._run(batch)
+        heatmaps, pafs, keypoint_heatmaps = self._run(batch)
         if self.flip_test:
-            heatmaps, pafs = average_with_mirrored(heatmaps, pafs, *self._run(batch[..., ::-1].copy()))
+            mirrored_heatmaps, mirrored_pafs, mirrored_keypoint_heatmaps = self._run(batch[..., ::-1].copy())
+            heatmaps, pafs = average_with_mirrored(heatmaps, pafs, mirrored_heatmaps, mirrored_pafs)
+            if keypoint_heatmaps is not None:
+                keypoint_heatmaps = (keypoint_heatmaps + mirrored_keypoint_heatmaps[COCO_FLIP_INDEX, :, ::-1]) / 2
         grouping_start = perf_counter()
         keypoints, scores = decode_people(heatmaps, pafs, self.stride, self.upsample, resized_size,
                                           self.peak_threshold, **self.decode_options)
-        keypoints = openpose_to_coco(_to_frame_pixels(keypoints, resized_size, frame.shape[:2]))
+        keypoints = openpose_to_coco(keypoints)
+        if self.snap_keypoints and keypoint_heatmaps is not None:
+            snap_to_heatmap_peaks(keypoints, keypoint_heatmaps, self.stride / 2)
+        keypoints = _to_frame_pixels(keypoints, resized_size, frame.shape[:2])
         timings["preprocess"] += network_start - start
         timings["network"] += grouping_start - network_start
         timings["grouping"] += perf_counter() - grouping_start
@@ -151,13 +163,15 @@ class BottomUpPipeline:
         return batch, (new_h, new_w)
 
     def _run(self, batch):
+        """(heatmaps, pafs, keypoint heatmaps or None) of the batch's one image."""
         outputs = self.runner(batch)
-        expected = (batch.shape[2] // self.stride, batch.shape[3] // self.stride)
-        shapes = [tuple(np.shape(o)) for o in outputs[:2]]
-        if shapes != [(1, NUM_HEATMAPS) + expected, (1, NUM_PAFS) + expected]:
-            raise WeightsError(f"network outputs {shapes} are not bottom-up maps "
-                               f"(1, {NUM_HEATMAPS} and {NUM_PAFS}, {expected[0]}, {expected[1]})")
-        return outputs[0][0], outputs[1][0]
+        rows, cols = batch.shape[2] // self.stride, batch.shape[3] // self.stride
+        expected = [(1, NUM_HEATMAPS, rows, cols), (1, NUM_PAFS, rows, cols), (1, NUM_KEYPOINTS, 2 * rows, 2 * cols)]
+        shapes = [tuple(np.shape(o)) for o in outputs[:3]]
+        if shapes != expected[:len(shapes)] or len(shapes) < 2:
+            raise WeightsError(f"network outputs {shapes} are not bottom-up maps {expected[:2]} "
+                               f"(and optionally keypoint heatmaps {expected[2]})")
+        return outputs[0][0], outputs[1][0], outputs[2][0] if len(outputs) > 2 else None
 
 
 def zoom_regions(keypoints, frame_size, base_scale, stride=8, max_size=ZOOM_MAX_SIZE, grow=ZOOM_GROW,

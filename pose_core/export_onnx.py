@@ -5,7 +5,8 @@
     python -m pose_core.export_onnx --model ldlc-openpose-t6 --info
 
 The ONNX file takes "image" (1, 3, H, W) float32 RGB 0..255 with H and W dynamic
-(multiples of 8) and returns "heatmaps" and "pafs" of the last stage. The batch is
+(multiples of 8) and returns "heatmaps" and "pafs" of the last stage (ldlc-openpose-fpn also
+"keypoint_heatmaps", MultiPose's stride-4 heatmaps: models/multipose_fpn.py). The batch is
 fixed at 1 because CondConv's per-sample kernels fold the batch into conv groups.
 A top-down model (--height 256, width 3/4 of it by default) takes "image" (B, 3, H, W)
 with a dynamic batch, all person crops of a frame at once, and returns "heatmaps" only.
@@ -78,10 +79,11 @@ def store_weights_fp16(onnx_model, min_elements=FP16_MIN_ELEMENTS):
     return len(casts)
 
 
-def export_onnx(model, out_path, height=256, width=456, atol=1e-3, output_names=OUTPUT_NAMES,
+def export_onnx(model, out_path, height=256, width=456, atol=1e-3, output_names=None,
                 dynamic_batch=False, fp16_weights=False):
     """Write `model` (eval mode) to `out_path` atomically, after ONNX Runtime reproduces PyTorch.
 
+    `output_names` default: the model's `onnx_output_names`, else OUTPUT_NAMES (bottom-up).
     `dynamic_batch` also makes the batch axis dynamic, checked with a batch of 2.
     `fp16_weights` stores the large float initializers in fp16 (see the module docstring);
     the check against PyTorch then runs on the fp16-stored file, so weights that fp16 cannot
@@ -90,6 +92,7 @@ def export_onnx(model, out_path, height=256, width=456, atol=1e-3, output_names=
     import onnxruntime as ort
     import torch
 
+    output_names = output_names or getattr(model, "onnx_output_names", OUTPUT_NAMES)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
@@ -107,7 +110,7 @@ def export_onnx(model, out_path, height=256, width=456, atol=1e-3, output_names=
             # module's own (fp16) values; ONNX Runtime fuses Conv + BN when it loads the file.
             training=torch.onnx.TrainingMode.PRESERVE if fp16_weights else torch.onnx.TrainingMode.EVAL,
             dynamic_axes={"image": {**batch_axis, 2: "height", 3: "width"},
-                          **{name: {**batch_axis, 2: "height_8", 3: "width_8"} for name in output_names}})
+                          **{name: {**batch_axis, 2: f"{name}_height", 3: f"{name}_width"} for name in output_names}})
     try:
         if fp16_weights:
             import onnx
@@ -175,7 +178,7 @@ def main(argv=None):
         from .models.io import load_torch_weights
 
         model = load_torch_weights(spec, args.weights or spec.torch_path)
-        output_names = TOPDOWN_OUTPUT_NAMES if top_down else DETECTOR_OUTPUT_NAMES if detector else OUTPUT_NAMES
+        output_names = TOPDOWN_OUTPUT_NAMES if top_down else DETECTOR_OUTPUT_NAMES if detector else None
         out = export_onnx(model, args.out or spec.onnx_path, height, width, output_names=output_names,
                           dynamic_batch=top_down or detector, fp16_weights=not args.fp32_weights)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, "

@@ -43,6 +43,11 @@ FILL_MARGIN = 0.3
 # People at least this fraction of the map height (sqrt of their keypoint box area) keep
 # their score; smaller ones are scaled down by sqrt(size / it).
 FULL_SCORE_SIZE = 0.5
+# snap_to_heatmap_peaks: a keypoint moves to the strongest cell of the finer heatmap within
+# this many of its cells (a square window), if that value is at least SNAP_MIN_HEAT. Chosen on
+# 300 coco_person_train images (README, "Inference options").
+SNAP_RADIUS_CELLS = 3
+SNAP_MIN_HEAT = 0.1
 # The last two grouping limbs (ear-shoulder) only fill slots that are still empty.
 FIRST_FILL_ONLY_LIMB = len(OPENPOSE_GROUPING_ORDER) - 2
 
@@ -356,6 +361,38 @@ def fill_missing_keypoints(keypoints, heatmaps, valid_cells=None, margin=FILL_MA
         people, kinds, cells = np.concatenate(people), np.concatenate(kinds), np.concatenate(cells)
         x, y = _refine(maps, kinds, cells[:, 0], cells[:, 1])
         keypoints[people, kinds] = np.stack([x, y, maps[cells[:, 0], cells[:, 1], kinds]], 1)
+    return keypoints
+
+
+def snap_to_heatmap_peaks(keypoints, heatmaps, stride, radius=SNAP_RADIUS_CELLS, min_heat=SNAP_MIN_HEAT):
+    """Move keypoints to the nearby peak of finer heatmaps, in place.
+
+    keypoints (N, K, 3) in network-input pixels, heatmaps (K, h, w) of the same K types at
+    `stride` input pixels a cell (ldlc-openpose-fpn: MultiPose's stride-4 heatmaps beside our
+    stride-8 maps). Each present keypoint takes the position of the strongest cell of its
+    heatmap within `radius` cells of its own cell, refined to sub-cell, when that value is
+    at least `min_heat`; its score is kept. On 300 coco_person_train images (int8): 0.282 ->
+    0.301 AP. A maximum on the window's edge (the slope of a peak further away) is taken too:
+    leaving such keypoints where they were gave 0.297."""
+    n, k = np.nonzero(keypoints[..., 2] > 0)
+    if not len(n):
+        return keypoints
+    maps = np.ascontiguousarray(np.asarray(heatmaps, dtype=np.float32).transpose(1, 2, 0))
+    h, w = maps.shape[:2]
+    # Grid cell g covers input pixels [g, g + 1) * stride; integer input coordinates are centres.
+    cell_x = np.rint((keypoints[n, k, 0] + 0.5) / stride - 0.5).astype(np.int64)
+    cell_y = np.rint((keypoints[n, k, 1] + 0.5) / stride - 0.5).astype(np.int64)
+    steps = np.arange(-radius, radius + 1)
+    offset_y, offset_x = (a.ravel() for a in np.meshgrid(steps, steps, indexing="ij"))
+    ys = np.clip(cell_y[:, None] + offset_y, 0, h - 1)
+    xs = np.clip(cell_x[:, None] + offset_x, 0, w - 1)
+    window = maps[ys, xs, k[:, None]]
+    best = window.argmax(1)
+    rows = np.arange(len(n))
+    strong = window[rows, best] >= min_heat
+    x, y = _refine(maps, k[strong], ys[rows, best][strong], xs[rows, best][strong])
+    keypoints[n[strong], k[strong], 0] = (x + 0.5) * stride - 0.5
+    keypoints[n[strong], k[strong], 1] = (y + 0.5) * stride - 0.5
     return keypoints
 
 

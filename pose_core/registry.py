@@ -52,8 +52,8 @@ def _build_ldlc(variant, **options):
 
 
 def _build_ldlc_fpn():
-    from .models.multipose_fpn import build_ldlc_openpose_fpn
-    return build_ldlc_openpose_fpn()
+    from .models.multipose_fpn import LDLCOpenPoseFPN
+    return LDLCOpenPoseFPN()
 
 
 def _build_mobilenetv3_pose():

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from pose_core.paf_grouping import (FULL_SCORE_SIZE, _match_greedy, decode_people, fill_missing_keypoints,
-                                   find_peaks, group_people, size_weighted_scores, upsample_maps)
+from pose_core.paf_grouping import (FULL_SCORE_SIZE, SNAP_RADIUS_CELLS, _match_greedy, decode_people,
+                                   fill_missing_keypoints, find_peaks, group_people, size_weighted_scores,
+                                   snap_to_heatmap_peaks, upsample_maps)
 from pose_core.skeleton import GROUPING_LIMB_INDEX, OPENPOSE_GROUPING_ORDER
 from pose_core.train.targets import render_bottomup_targets
 
@@ -334,3 +335,29 @@ def test_size_weighted_scores():
     scores = np.array([0.5, 0.5, 0.4], np.float32)
     weighted = size_weighted_scores(keypoints, scores, map_rows=40)
     assert weighted == pytest.approx([0.5, 0.5 * np.sqrt(np.sqrt(8) / 20), 0.4 * np.sqrt(1 / 20)])
+
+
+def test_snap_to_heatmap_peaks_moves_to_a_finer_peak_within_reach_only():
+    stride, rows, cols = 4, 30, 40
+    yy, xx = np.mgrid[:rows, :cols]
+    blob = lambda x, y, peak: peak * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 2)  # noqa: E731 (cells)
+    to_pixels = lambda cells: (np.asarray(cells) + 0.5) * stride - 0.5  # noqa: E731
+    heatmaps = np.zeros((17, rows, cols), np.float32)
+    heatmaps[0] = blob(10.3, 12.6, 0.9)                           # reached: 2 cells off
+    heatmaps[1] = blob(20.0, 5.0, 0.9)                            # missing keypoint: untouched
+    heatmaps[2] = blob(30.2, 20.2, 0.05)                          # too weak
+    heatmaps[3] = blob(5.0, 5.0 + SNAP_RADIUS_CELLS + 3, 0.9)     # out of reach
+    keypoints = np.zeros((2, 17, 3), np.float32)
+    keypoints[0, 0] = [*to_pixels([12.3, 11.6]), 0.6]
+    keypoints[0, 2] = [*to_pixels([30.0, 21.0]), 0.5]
+    keypoints[0, 3] = [*to_pixels([5.0, 5.0]), 0.4]
+    keypoints[1, 0] = [*to_pixels([39.0, 0.0]), 0.3]              # at the corner: the window is clipped
+    before = keypoints.copy()
+
+    snap_to_heatmap_peaks(keypoints, heatmaps, stride)
+
+    assert np.allclose(keypoints[0, 0], [*to_pixels([10.3, 12.6]), 0.6], atol=0.05)
+    assert np.array_equal(keypoints[0, 1:], before[0, 1:])
+    assert np.array_equal(keypoints[1], before[1])  # heatmap 0 is under 0.1 within its reach
+    assert np.array_equal(snap_to_heatmap_peaks(np.zeros((0, 17, 3), np.float32), heatmaps, stride),
+                          np.zeros((0, 17, 3)))

@@ -11,8 +11,8 @@ torch = pytest.importorskip("torch")
 cv2 = pytest.importorskip("cv2")
 
 from pose_core.errors import WeightsError  # noqa: E402
-from pose_core.models.bottomup import MOBILENETV2_BLOCKS  # noqa: E402
-from pose_core.models.multipose_fpn import (OUT_CHANNELS, build_ldlc_openpose_fpn, fpn_layer_names,  # noqa: E402
+from pose_core.models.bottomup import MOBILENETV2_BLOCKS, LDLCOpenPose  # noqa: E402
+from pose_core.models.multipose_fpn import (OUT_CHANNELS, LDLCOpenPoseFPN, fpn_layer_names,  # noqa: E402
                                             load_multipose_features)
 from pose_core.train.common import build_model, load_heads  # noqa: E402
 from conftest import PHOTO, tf_resize2_reference, tf_same_conv  # noqa: E402
@@ -34,7 +34,7 @@ def state(tfjs):
 
 @pytest.fixture(scope="module")
 def model(state):
-    return load_multipose_features(build_ldlc_openpose_fpn(), state).eval()
+    return load_multipose_features(LDLCOpenPoseFPN(), state).eval()
 
 
 def separable_reference(x, layer, tfjs):
@@ -93,17 +93,39 @@ def test_features_and_heatmaps_on_a_photo_match_the_graph(model, tfjs):
 
 
 def test_any_input_size_is_padded_to_32_and_cropped_back(model):
-    """H, W off multiples of 32: the stride-8 output of the zero-padded normalised input, cropped."""
+    """H, W off multiples of 32: the stride-8 output of the zero-padded normalised input, cropped;
+    the network's third output is MultiPose's stride-4 heatmaps, cropped the same way."""
     rng = np.random.default_rng(0)
     pixels = torch.from_numpy(rng.uniform(0, 255, size=(1, 3, 72, 104)).astype(np.float32))
     padded = torch.nn.functional.pad(pixels / 127.5 - 1, [0, 24, 0, 24])
     with torch.no_grad():
         got = model.backbone_features(pixels)
         whole = model.backbone(padded)
-        heatmaps, pafs = model(pixels)
+        whole_heatmaps = model.backbone.keypoint_heatmaps(model.backbone.pyramid(padded)[1])
+        heatmaps, pafs, keypoint_heatmaps = model(pixels)
     assert got.shape == (1, OUT_CHANNELS, 9, 13) and whole.shape == (1, OUT_CHANNELS, 12, 16)
     torch.testing.assert_close(got, whole[:, :, :9, :13])
     assert heatmaps.shape == (1, 19, 9, 13) and pafs.shape == (1, 38, 9, 13)
+    torch.testing.assert_close(keypoint_heatmaps, whole_heatmaps[:, :, :18, :26])
+
+
+def test_inference_applies_the_cpms_first_conv_to_the_unfolded_maps_with_the_same_result(state):
+    """LDLCOpenPoseFPN's eval forward (no fold, concatenation or crop of 188 channels) against
+    LDLCOpenPose's (the CPM on the backbone's output, as in training), with random heads and
+    batch-norm statistics, at a size off multiples of 32."""
+    torch.manual_seed(0)
+    model = load_multipose_features(LDLCOpenPoseFPN(), state)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    model.eval()
+    pixels = torch.from_numpy(np.random.default_rng(1).uniform(0, 255, (1, 3, 72, 104)).astype(np.float32))
+    with torch.no_grad():
+        heatmaps, pafs, _ = model(pixels)
+        expected_heatmaps, expected_pafs = LDLCOpenPose.forward(model, pixels)
+    torch.testing.assert_close(heatmaps, expected_heatmaps, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(pafs, expected_pafs, atol=1e-4, rtol=1e-4)
 
 
 def test_backbone_swap_takes_the_other_models_heads_but_the_cpm_input(tmp_path, state):
@@ -126,7 +148,7 @@ def test_backbone_swap_takes_the_other_models_heads_but_the_cpm_input(tmp_path, 
 def test_lightning_weights_are_refused():
     lightning = convert_backbone(load_tfjs_model(MULTIPOSE_JSON.with_name("movenet-lightning.json"))[1])
     with pytest.raises(WeightsError):
-        load_multipose_features(build_ldlc_openpose_fpn(), lightning)
+        load_multipose_features(LDLCOpenPoseFPN(), lightning)
 
 
 def test_onnx_export_matches_pytorch_off_multiples_of_32(model, tmp_path):

@@ -6,7 +6,7 @@ from pose_core.bottomup import PAD_RGB, BottomUpPipeline, zoom_regions
 from pose_core.errors import InputError, WeightsError
 from pose_core.frames import as_bgr
 from pose_core.result import boxes_from_keypoints
-from pose_core.skeleton import openpose_to_coco
+from pose_core.skeleton import COCO_FROM_OPENPOSE, OPENPOSE_FLIP_INDEX, openpose_to_coco
 from test_grouping import assert_close_to_truth, match_to_truth, person, render_maps
 
 TIMING_KEYS = {"preprocess", "network", "grouping"}
@@ -18,13 +18,17 @@ class FakeNetwork:
 
     name = "fake"
 
-    def __init__(self, people, frame_size, height=256):
+    def __init__(self, people, frame_size, height=256, coarse_shift=None):
         self.people = np.asarray(people, np.float32).reshape(-1, 18, 3)
         self.frame_size = frame_size
         self.height = height
+        self.coarse_shift = coarse_shift
         self.batches = []
 
     def __call__(self, batch):
+        """With `coarse_shift` (x, y), as ldlc-openpose-fpn: the stride-8 maps put the people off
+        by that many input pixels, and stride-4 COCO keypoint heatmaps (the third output) put
+        them right. A batch that mirrors the first one gets the mirrored maps (the shift too)."""
         self.batches.append(batch)
         frame_h, frame_w = self.frame_size
         # The resize contract: the height becomes `height`, the aspect ratio is kept,
@@ -32,8 +36,17 @@ class FakeNetwork:
         scale = np.array([round(frame_w * self.height / frame_h) / frame_w, self.height / frame_h])
         people = self.people.copy()
         people[..., :2] = (people[..., :2] + 0.5) * scale - 0.5
-        heatmaps, pafs = render_maps(people, batch.shape[2], batch.shape[3])
-        return heatmaps[None], pafs[None]
+        shift = np.array(self.coarse_shift or (0.0, 0.0))
+        if len(self.batches) > 1 and np.array_equal(batch, self.batches[0][..., ::-1]):
+            people = people[:, OPENPOSE_FLIP_INDEX]
+            people[..., 0] = batch.shape[3] - 1 - people[..., 0]
+            shift[0] = -shift[0]
+        if self.coarse_shift is None:
+            heatmaps, pafs = render_maps(people, batch.shape[2], batch.shape[3])
+            return heatmaps[None], pafs[None]
+        fine, _ = render_maps(people, batch.shape[2], batch.shape[3], stride=4)
+        heatmaps, pafs = render_maps(people + (*shift, 0), batch.shape[2], batch.shape[3])
+        return heatmaps[None], pafs[None], fine[None, COCO_FROM_OPENPOSE]
 
 
 def people_in_frame(frame_h, frame_w, count):
@@ -75,6 +88,27 @@ def test_low_resolution_peaks_with_refinement():
     pipeline = BottomUpPipeline(FakeNetwork(truth, (480, 640)), upsample=1)
     found = sort_by_nose_x(pipeline(np.zeros((480, 640, 3), np.uint8)).keypoints)
     assert np.abs(found[..., :2] - sort_by_nose_x(openpose_to_coco(truth))[..., :2]).max() < 0.1
+
+
+@pytest.mark.parametrize("flip_test", [False, True])
+def test_keypoints_snap_to_the_finer_keypoint_heatmaps_of_a_network_that_has_them(flip_test):
+    truth = people_in_frame(480, 640, 3)
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)  # not mirror-symmetric
+    expected = sort_by_nose_x(openpose_to_coco(truth))[..., :2]
+    shift = (3.0, -2.0)  # network pixels: 5.6 and 3.75 frame pixels
+    for snap, error in ((True, 0.0), (False, np.array(shift) * 480 / 256)):
+        network = FakeNetwork(truth, (480, 640), coarse_shift=shift)
+        pipeline = BottomUpPipeline(network, upsample=1, flip_test=flip_test, snap_keypoints=snap)
+        found = sort_by_nose_x(pipeline(frame).keypoints)
+        assert len(network.batches) == 1 + flip_test
+        assert np.abs(found[..., :2] - expected - error).max() < 0.15
+
+
+def test_keypoint_heatmaps_of_the_wrong_shape_are_a_weights_error():
+    maps = (np.zeros((1, 19, 32, 32), np.float32), np.zeros((1, 38, 32, 32), np.float32))
+    wrong = lambda batch: (*maps, np.zeros((1, 17, 32, 32), np.float32))  # noqa: E731 (stride 8, not 4)
+    with pytest.raises(WeightsError, match="keypoint heatmaps"):
+        BottomUpPipeline(wrong)(np.zeros((256, 256, 3), np.uint8))
 
 
 @pytest.mark.parametrize("frame_h, frame_w", [(33, 17), (17, 33), (8, 8)])

@@ -76,9 +76,10 @@ def test_int8_default_model_is_close_to_fp32_on_a_real_image(clip_frames, tmp_pa
                              quantize.KEEP_FLOAT[SPEC.name])
     frame = cv2.imread(str(PHOTO))
     [x] = network_inputs([frame])
-    heatmaps, pafs = (sqnr_db(a, b) for a, b in zip(OnnxRunner(fp32)(x), OnnxRunner(int8)(x)))
-    # measured 30.7 and 19.7 dB; without equalize/split_dynamic_depthwise 21.0 and 10.2 dB
-    assert heatmaps > 25 and pafs > 15
+    heatmaps, pafs, *keypoint_heatmaps = (sqnr_db(a, b) for a, b in zip(OnnxRunner(fp32)(x), OnnxRunner(int8)(x)))
+    # measured 32.0, 18.8 and (MultiPose's keypoint heatmaps, ldlc-openpose-fpn) 14.6 dB; for
+    # ldlc-openpose-t6-fast 30.7 and 19.7, without equalize/split_dynamic_depthwise 21.0 and 10.2
+    assert heatmaps > 25 and pafs > 15 and all(db > 10 for db in keypoint_heatmaps)
     assert_same_people(*(BottomUpPipeline(OnnxRunner(path))(frame) for path in (fp32, int8)))
 
 

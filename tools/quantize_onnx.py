@@ -66,8 +66,10 @@ def main(argv=None):
     parser.add_argument("--weights", type=Path, help="ONNX file to quantise (default: the registered one)")
     parser.add_argument("--out", type=Path, help="the int8 file (default: the registered one)")
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "out" / "int8")
-    parser.add_argument("--images", type=int, default=150, help="calibration images")
-    parser.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    parser.add_argument("--images", type=int, help="calibration images (default: the measured choice for "
+                                                   f"the model, else {quantize.DEFAULT_CALIBRATION[0]})")
+    parser.add_argument("--method", choices=("minmax", "entropy", "percentile"),
+                        help=f"default: the measured choice for the model, else {quantize.DEFAULT_CALIBRATION[1]}")
     parser.add_argument("--keep-float", nargs="*", metavar="REGEX",
                         help="node names left in float32 (default: the measured choice for the model)")
     parser.add_argument("--bench", type=int, metavar="RUNS",
@@ -76,6 +78,8 @@ def main(argv=None):
     try:
         spec = get_spec(args.model)
         keep_float = quantize.KEEP_FLOAT.get(spec.name, ()) if args.keep_float is None else args.keep_float
+        images, method = quantize.CALIBRATION.get(spec.name, quantize.DEFAULT_CALIBRATION)
+        images, method = args.images or images, args.method or method
         source = args.weights or spec.onnx_path
         if not Path(source).is_file():
             raise PoseError(f"weights file not found: {source}")
@@ -83,9 +87,9 @@ def main(argv=None):
         out = args.out or spec.int8_path or args.work_dir / f"{spec.name}.int8.onnx"
         fp32 = quantize.prepare_fp32(source, args.work_dir / f"{spec.name}.fp32.onnx")
         start = time.perf_counter()
-        batches = quantize.calibration_batches(spec, count=args.images)
-        int8 = quantize.quantize(fp32, out, batches, keep_float, args.method)
-        print(f"wrote {fp32} and {int8} ({len(batches)} calibration images, {args.method}, "
+        batches = quantize.calibration_batches(spec, count=images)
+        int8 = quantize.quantize(fp32, out, batches, keep_float, method)
+        print(f"wrote {fp32} and {int8} ({len(batches)} calibration images, {method}, "
               f"float32 kept: {', '.join(keep_float) or 'nothing'}; {time.perf_counter() - start:.0f} s)")
         if args.bench:
             capture = cv2.VideoCapture(str(CLIP))

@@ -211,8 +211,9 @@ class Cpm(nn.Module):
             ConvBNAct(channels, channels, 1, bn=False)) for _ in range(3)))
         self.conv = ConvBNAct(channels, channels, 3)
 
-    def forward(self, x):
-        x = self.align(x)
+    def forward(self, x, aligned=False):
+        """`aligned`: x is the align conv's output already (models/multipose_fpn.py)."""
+        x = x if aligned else self.align(x)
         return self.conv(x + self.trunk(x))
 
 
@@ -290,7 +291,12 @@ class LDLCOpenPose(nn.Module):
 
     def backbone_features(self, x):
         """Input pixels (RGB 0..255) -> backbone output, which the CPM takes."""
-        return self.backbone(x / 127.5 - 1.0)
+        return self.backbone(self.normalise(x))
+
+    @staticmethod
+    def normalise(x):
+        """Input pixels (RGB 0..255) -> the backbone's input range, -1..1."""
+        return x / 127.5 - 1.0
 
     def stage_outputs(self, backbone_features, num_stages=None, frozen_stages=0):
         """[(heatmaps, pafs)] of the first `num_stages` stages (all when None). With
