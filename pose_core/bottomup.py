@@ -6,7 +6,7 @@ import numpy as np
 
 from .errors import PoseError, WeightsError
 from .frames import as_bgr
-from .paf_grouping import PEAK_THRESHOLD, decode_people, snap_to_heatmap_peaks
+from .paf_grouping import PEAK_THRESHOLD, average_in_fine_heatmaps, decode_people, snap_to_heatmap_peaks
 from .result import MIN_PERSON_SCORE, People, boxes_from_keypoints
 from .skeleton import (COCO_FLIP_INDEX, NUM_HEATMAPS, NUM_KEYPOINTS, NUM_PAFS, OPENPOSE_FLIP_INDEX,
                        OPENPOSE_LIMBS, openpose_to_coco)
@@ -48,8 +48,9 @@ class BottomUpPipeline:
     runner(batch (1, 3, H, W) float32 RGB 0..255) returns (heatmaps (1, 19, H/stride,
     W/stride), pafs (1, 38, H/stride, W/stride)) and, from a network that has them
     (ldlc-openpose-fpn), keypoint heatmaps (1, 17, 2H/stride, 2W/stride) in COCO order: with
-    `snap_keypoints` (the default) each decoded keypoint then moves to their nearby peak
-    (paf_grouping.snap_to_heatmap_peaks). `upsample` is the factor the maps are
+    `fine_heatmaps` (the default) they are averaged into the heatmaps before peak finding
+    (paf_grouping.average_in_fine_heatmaps), and each decoded keypoint then moves to their
+    nearby peak (paf_grouping.snap_to_heatmap_peaks). `upsample` is the factor the maps are
     upsampled by before peak finding: 1 (the default) finds peaks on the network's grid with
     sub-cell refinement, 4 upsamples first as the Lightweight OpenPose demo does; on
     coco_val_dev 1 measured both cheaper and more accurate (README). `flip_test`
@@ -68,7 +69,7 @@ class BottomUpPipeline:
 
     def __init__(self, runner, height=256, stride=8, upsample=1, peak_threshold=PEAK_THRESHOLD,
                  flip_test=False, fill_missing=True, size_score=True, extra_heights=(), zoom=None,
-                 snap_keypoints=True):
+                 fine_heatmaps=True):
         self.runner = runner
         self.height = height
         self.extra_heights = tuple(int(h) for h in extra_heights)
@@ -77,7 +78,7 @@ class BottomUpPipeline:
         self.upsample = upsample
         self.peak_threshold = peak_threshold
         self.flip_test = flip_test
-        self.snap_keypoints = snap_keypoints
+        self.fine_heatmaps = fine_heatmaps
         self.decode_options = {"fill_missing": fill_missing, "size_score": size_score}
         self.min_person_score = SIZE_SCORED_MIN_PERSON_SCORE if size_score else MIN_PERSON_SCORE
         self.backend = getattr(runner, "name", type(runner).__name__)
@@ -114,10 +115,13 @@ class BottomUpPipeline:
             if keypoint_heatmaps is not None:
                 keypoint_heatmaps = (keypoint_heatmaps + mirrored_keypoint_heatmaps[COCO_FLIP_INDEX, :, ::-1]) / 2
         grouping_start = perf_counter()
+        fine = self.fine_heatmaps and keypoint_heatmaps is not None
+        if fine:
+            heatmaps = average_in_fine_heatmaps(heatmaps, keypoint_heatmaps)
         keypoints, scores = decode_people(heatmaps, pafs, self.stride, self.upsample, resized_size,
                                           self.peak_threshold, **self.decode_options)
         keypoints = openpose_to_coco(keypoints)
-        if self.snap_keypoints and keypoint_heatmaps is not None:
+        if fine:
             snap_to_heatmap_peaks(keypoints, keypoint_heatmaps, self.stride / 2)
         keypoints = _to_frame_pixels(keypoints, resized_size, frame.shape[:2])
         timings["preprocess"] += network_start - start

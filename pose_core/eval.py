@@ -210,8 +210,9 @@ def main(argv=None):
     for name, what in (("fill-missing", "fill the keypoints the grouping left empty from the person's "
                                          "neighbourhood of the heatmaps"),
                        ("size-score", "weight person scores by the person's size"),
-                       ("snap-keypoints", "move keypoints to the nearby peaks of the network's finer "
-                                          "keypoint heatmaps, where it has them (ldlc-openpose-fpn)")):
+                       ("fine-heatmaps", "use the network's stride-4 keypoint heatmaps where it has them "
+                                         "(ldlc-openpose-fpn): averaged into the heatmaps for peak finding, and "
+                                         "keypoints snapped to their nearby peaks")):
         parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None,
                             help=f"bottom-up: {what} (default: on)")
     add_bottom_up_arguments(parser)
@@ -227,7 +228,7 @@ def main(argv=None):
                 raise InputError("--upsample takes a factor >= 1 and is for bottom-up models")
             options["upsample"] = args.upsample
         options.update(bottom_up_options([args.model], args.multi_scale, args.zoom))
-        for option in ("fill_missing", "size_score", "snap_keypoints"):
+        for option in ("fill_missing", "size_score", "fine_heatmaps"):
             if getattr(args, option) is not None:
                 if spec.kind != "bottom-up":
                     raise InputError(f"--{option.replace('_', '-')} is for bottom-up models")

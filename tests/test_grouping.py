@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 
-from pose_core.paf_grouping import (FULL_SCORE_SIZE, SNAP_RADIUS_CELLS, _match_greedy, decode_people,
+from pose_core.paf_grouping import (FULL_SCORE_SIZE, SNAP_RADIUS_CELLS, _match_greedy, average_in_fine_heatmaps,
+                                   decode_people,
                                    fill_missing_keypoints, find_peaks, group_people, size_weighted_scores,
                                    snap_to_heatmap_peaks, upsample_maps)
-from pose_core.skeleton import GROUPING_LIMB_INDEX, OPENPOSE_GROUPING_ORDER
+from pose_core.skeleton import COCO_FROM_OPENPOSE, GROUPING_LIMB_INDEX, OPENPOSE_GROUPING_ORDER
 from pose_core.train.targets import render_bottomup_targets
 
 # A standing person in OpenPose-18 order, (x, y) as fractions of the height from the
@@ -361,3 +362,16 @@ def test_snap_to_heatmap_peaks_moves_to_a_finer_peak_within_reach_only():
     assert np.array_equal(keypoints[1], before[1])  # heatmap 0 is under 0.1 within its reach
     assert np.array_equal(snap_to_heatmap_peaks(np.zeros((0, 17, 3), np.float32), heatmaps, stride),
                           np.zeros((0, 17, 3)))
+
+
+def test_fine_heatmaps_are_averaged_into_the_keypoint_channels_at_the_cell_centres():
+    rng = np.random.default_rng(0)
+    heatmaps = rng.random((19, 4, 6), dtype=np.float32)
+    fine = rng.random((17, 8, 12), dtype=np.float32)
+    averaged = average_in_fine_heatmaps(heatmaps, fine)
+    left_ear = 3  # COCO; OpenPose channel 17
+    assert COCO_FROM_OPENPOSE[left_ear] == 17
+    assert np.isclose(averaged[17, 1, 2], (heatmaps[17, 1, 2] + fine[left_ear, 2:4, 4:6].mean()) / 2)
+    # the neck (OpenPose 1) and the background (18) have no COCO heatmap; the input is not changed
+    assert np.array_equal(averaged[[1, 18]], heatmaps[[1, 18]])
+    assert not np.shares_memory(averaged, heatmaps) and not np.array_equal(averaged, heatmaps)

@@ -98,7 +98,7 @@ def test_keypoints_snap_to_the_finer_keypoint_heatmaps_of_a_network_that_has_the
     shift = (3.0, -2.0)  # network pixels: 5.6 and 3.75 frame pixels
     for snap, error in ((True, 0.0), (False, np.array(shift) * 480 / 256)):
         network = FakeNetwork(truth, (480, 640), coarse_shift=shift)
-        pipeline = BottomUpPipeline(network, upsample=1, flip_test=flip_test, snap_keypoints=snap)
+        pipeline = BottomUpPipeline(network, upsample=1, flip_test=flip_test, fine_heatmaps=snap)
         found = sort_by_nose_x(pipeline(frame).keypoints)
         assert len(network.batches) == 1 + flip_test
         assert np.abs(found[..., :2] - expected - error).max() < 0.15
