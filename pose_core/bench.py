@@ -150,7 +150,8 @@ def main(argv=None):
     try:
         if args.weights and (not args.model or len(args.model) != 1 or len(args.backend) != 1):
             raise PoseError("--weights needs exactly one --model and one --backend")
-        options = registry.bottom_up_options(args.model or registry.MODELS, args.multi_scale, args.zoom)
+        options = registry.bottom_up_options(args.model or registry.MODELS, args.multi_scale, args.zoom,
+                                             args.longer_side)
         if args.people and min(args.people) < 1:
             raise PoseError("--people counts must be at least 1")
         jobs = [(m, b) for m in (args.model or registry.MODELS) for b in args.backend]

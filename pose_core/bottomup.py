@@ -59,19 +59,21 @@ class BottomUpPipeline:
     by default (measured on coco_val_dev, README); `min_person_score` is the display
     threshold meant for the scores. `extra_heights` (multi-scale): the network also runs at
     these heights and the people of all are merged by OKS-NMS. `zoom` (> 1): the regions
-    around the small people of the `height` pass (zoom_regions) run again at `zoom` x its
+    around the small people of the base pass (zoom_regions) run again at `zoom` x its
     scale, and their people join the merge: most of multi-scale's gain on small people for
     a fraction of its cost, which grows with the number of small people. `height` may be
-    changed between calls (the GUI does).
+    changed between calls (the GUI does). `longer_side` (instead of `height`): each frame is
+    resized so that its longer side is that long, MoveNet MultiPose's convention.
     """
 
     kind = "bottom-up"
 
     def __init__(self, runner, height=256, stride=8, upsample=1, peak_threshold=PEAK_THRESHOLD,
                  flip_test=False, fill_missing=True, size_score=True, extra_heights=(), zoom=None,
-                 fine_heatmaps=True):
+                 fine_heatmaps=True, longer_side=None):
         self.runner = runner
         self.height = height
+        self.longer_side = longer_side
         self.extra_heights = tuple(int(h) for h in extra_heights)
         self.zoom = zoom
         self.stride = stride
@@ -86,10 +88,11 @@ class BottomUpPipeline:
     def __call__(self, frame):
         frame = as_bgr(frame)
         timings = dict.fromkeys(("preprocess", "network", "grouping"), 0.0)
-        found = [self._people_at(frame, height, timings) for height in (self.height, *self.extra_heights)]
+        height = self.base_height(frame.shape[:2])
+        found = [self._people_at(frame, h, timings) for h in (height, *self.extra_heights)]
         zoom = self.zoom  # read once: the GUI may change it between calls
         if zoom:
-            found += self._zoomed_people(frame, found[0][0], zoom, timings)
+            found += self._zoomed_people(frame, found[0][0], zoom, height / frame.shape[0], timings)
         start = perf_counter()
         keypoints = np.concatenate([k for k, _ in found])
         people = (People.from_keypoints(keypoints, np.concatenate([s for _, s in found])) if len(keypoints)
@@ -129,12 +132,20 @@ class BottomUpPipeline:
         timings["grouping"] += perf_counter() - grouping_start
         return keypoints, scores
 
-    def _zoomed_people(self, frame, keypoints, zoom, timings):
+    def base_height(self, frame_size):
+        """The network input height of a frame of `frame_size` (height, width): `height`, or
+        with `longer_side` the height that makes the frame's longer side that long."""
+        if self.longer_side is None:
+            return self.height
+        frame_h, frame_w = frame_size
+        return max(self.stride, round(self.longer_side * frame_h / max(frame_h, frame_w)))
+
+    def _zoomed_people(self, frame, keypoints, zoom, base_scale, timings):
         """[(keypoints, scores)] of each zoom region (frame pixels), the network at `zoom` x the
-        scale of the `height` pass; a region keeps the people whose keypoint box centre is in it.
+        scale of the base pass; a region keeps the people whose keypoint box centre is in it.
         Their scores are weighted by size against the region's height, as decode_people does for
-        any input: against the whole frame's, they ranked worse on coco_person_train."""
-        base_scale = self.height / frame.shape[0]
+        any input: against the whole frame's, they ranked worse on coco_person_train. `base_scale`:
+        network pixels per frame pixel of the base pass."""
         found = []
         for x0, y0, x1, y1 in zoom_regions(keypoints, frame.shape[:2], base_scale, self.stride):
             region_keypoints, scores = self._people_at(frame[y0:y1, x0:x1],

@@ -219,7 +219,7 @@ def load_pipeline(args):
         if spec.kind != "top-down" or spec.layout == "movenet":
             raise PoseError(f"--detector is for the top-down models; {args.model} does not take a person detector")
         options["detector"] = args.detector
-    options.update(registry.bottom_up_options([args.model], args.multi_scale, args.zoom))
+    options.update(registry.bottom_up_options([args.model], args.multi_scale, args.zoom, args.longer_side))
     return registry.load_pipeline(args.model, args.backend, args.height, weights=args.weights,
                                   threads=args.threads, precision=args.precision, **options)
 

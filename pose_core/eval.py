@@ -227,7 +227,7 @@ def main(argv=None):
             if spec.kind != "bottom-up" or args.upsample < 1:
                 raise InputError("--upsample takes a factor >= 1 and is for bottom-up models")
             options["upsample"] = args.upsample
-        options.update(bottom_up_options([args.model], args.multi_scale, args.zoom))
+        options.update(bottom_up_options([args.model], args.multi_scale, args.zoom, args.longer_side))
         for option in ("fill_missing", "size_score", "fine_heatmaps"):
             if getattr(args, option) is not None:
                 if spec.kind != "bottom-up":

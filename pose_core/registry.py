@@ -187,8 +187,8 @@ def add_precision_argument(parser):
 
 
 def add_bottom_up_arguments(parser):
-    """--multi-scale and --zoom, the bottom-up accuracy options of the commands that run models
-    (main.py, bench, eval); bottom_up_options turns them into load_pipeline options."""
+    """--multi-scale, --zoom and --longer-side, the bottom-up options of the commands that run
+    models (main.py, bench, eval); bottom_up_options turns them into load_pipeline options."""
     parser.add_argument("--multi-scale", type=int, nargs="+", metavar="H",
                         help="bottom-up models: also run the network at these input heights and merge the "
                              "people (e.g. --multi-scale 512: more accurate on small people, about 5x the "
@@ -197,11 +197,15 @@ def add_bottom_up_arguments(parser):
                         help=f"bottom-up models: run the network again at F x the scale (default {DEFAULT_ZOOM:g}) "
                              "on the regions around the small people it found, and merge the people: more "
                              "accurate on small people, at a cost that grows with their number")
+    parser.add_argument("--longer-side", type=int, metavar="N",
+                        help="bottom-up models: resize each frame so that its longer side is N network pixels "
+                             "(MoveNet MultiPose's convention: a portrait frame gets more rows) instead of "
+                             "its height being --height")
 
 
-def bottom_up_options(models, multi_scale=None, zoom=None):
-    """The load_pipeline options of --multi-scale and --zoom for the models named `models`;
-    InputError when a value is out of range or a model is not bottom-up."""
+def bottom_up_options(models, multi_scale=None, zoom=None, longer_side=None):
+    """The load_pipeline options of --multi-scale, --zoom and --longer-side for the models named
+    `models`; InputError when a value is out of range or a model is not bottom-up."""
     bottom_up = all(get_spec(m).kind == "bottom-up" for m in models)
     options = {}
     if multi_scale:
@@ -212,6 +216,10 @@ def bottom_up_options(models, multi_scale=None, zoom=None):
         if not bottom_up or not 1 < zoom <= 4:
             raise InputError("--zoom takes a factor above 1 and up to 4 and is for bottom-up models")
         options["zoom"] = zoom
+    if longer_side is not None:
+        if not bottom_up or not 32 <= longer_side <= 2048:
+            raise InputError("--longer-side takes a size between 32 and 2048 and is for bottom-up models")
+        options["longer_side"] = longer_side
     return options
 
 

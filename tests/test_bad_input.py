@@ -66,6 +66,10 @@ BAD_CASES = [
     ("zoom on a top-down model", lambda t, w: ["--video", CLIP, "--model", "mnv2-hwloss", "--zoom"],
      "--zoom takes a factor above 1 and up to 4 and is for bottom-up models"),
     ("zoom factor out of range", lambda t, w: ["--video", CLIP, "--weights", w.onnx, "--zoom", 1], "--zoom takes a factor"),
+    ("longer side on a top-down model", lambda t, w: ["--video", CLIP, "--model", "mnv2-hwloss", "--longer-side", 352],
+     "--longer-side takes a size between 32 and 2048 and is for bottom-up models"),
+    ("longer side out of range", lambda t, w: ["--video", CLIP, "--weights", w.onnx, "--longer-side", 8],
+     "--longer-side takes a size"),
 ]
 
 

@@ -285,3 +285,13 @@ def test_zoom_regions_surround_small_people_merge_when_they_overlap_and_stay_in_
     assert ex0 == 0 and ey1 == 400 and ex1 == round(boxes[3, 2] + 0.5 * 0.92 * 90 + 25)
     assert zoom_regions(people[:1], (400, 500), base_scale=0.64) == []
     assert zoom_regions(np.zeros((0, 17, 3), np.float32), (400, 500), base_scale=0.64) == []
+
+
+@pytest.mark.parametrize("frame_h, frame_w, height", [(480, 640, 264), (640, 480, 352), (300, 300, 352)])
+def test_longer_side_sizes_landscape_and_portrait_frames_like_multipose(frame_h, frame_w, height):
+    truth = people_in_frame(frame_h, frame_w, 2)
+    network = FakeNetwork(truth, (frame_h, frame_w), height=height)
+    pipeline = BottomUpPipeline(network, longer_side=352, zoom=2.0)
+    found = sort_by_nose_x(pipeline(np.zeros((frame_h, frame_w, 3), np.uint8)).keypoints)
+    assert network.batches[0].shape[2] == height and network.batches[0].shape[3] >= round(frame_w * height / frame_h)
+    assert np.abs(found[..., :2] - sort_by_nose_x(openpose_to_coco(truth))[..., :2]).max() < 1.5 * frame_h / height + 0.1

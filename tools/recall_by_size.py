@@ -49,7 +49,7 @@ def main(argv=None):
     p.add_argument("--ann", default=str(DEFAULT_ANN))
     p.add_argument("--limit", type=int)
     args = p.parse_args(argv)
-    options = bottom_up_options([args.model], args.multi_scale, args.zoom)
+    options = bottom_up_options([args.model], args.multi_scale, args.zoom, args.longer_side)
     pipeline = load_pipeline(args.model, "onnx", args.height, precision=args.precision, **options)
     coco = load_ground_truth(args.ann)
     rows = []  # (height in network pixels, matched)
