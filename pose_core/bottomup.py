@@ -8,9 +8,8 @@ from .errors import PoseError, WeightsError
 from .frames import as_bgr
 from .paf_grouping import PEAK_THRESHOLD, average_in_fine_heatmaps, decode_people, snap_to_heatmap_peaks
 from .result import MIN_PERSON_SCORE, People, boxes_from_keypoints
-from .skeleton import (COCO_FLIP_INDEX, NUM_HEATMAPS, NUM_KEYPOINTS, NUM_PAFS, OPENPOSE_FLIP_INDEX,
-                       OPENPOSE_LIMBS, openpose_to_coco)
-from .topdown import oks_nms
+from .skeleton import NUM_HEATMAPS, NUM_KEYPOINTS, NUM_PAFS, OPENPOSE_FLIP_INDEX, OPENPOSE_LIMBS, openpose_to_coco
+from .topdown import flip_back, oks_nms
 
 # People found at several network heights (extra_heights) are merged by OKS-NMS at this
 # threshold, chosen on coco_person_train images (0.2-0.9 measured; README).
@@ -116,7 +115,8 @@ class BottomUpPipeline:
             mirrored_heatmaps, mirrored_pafs, mirrored_keypoint_heatmaps = self._run(batch[..., ::-1].copy())
             heatmaps, pafs = average_with_mirrored(heatmaps, pafs, mirrored_heatmaps, mirrored_pafs)
             if keypoint_heatmaps is not None:
-                keypoint_heatmaps = (keypoint_heatmaps + mirrored_keypoint_heatmaps[COCO_FLIP_INDEX, :, ::-1]) / 2
+                mirrored_back = flip_back(mirrored_keypoint_heatmaps[None], shift=False)[0]
+                keypoint_heatmaps = (keypoint_heatmaps + mirrored_back) / 2
         grouping_start = perf_counter()
         fine = self.fine_heatmaps and keypoint_heatmaps is not None
         if fine:
