@@ -26,7 +26,7 @@ import numpy as np
 
 from . import registry
 from .backends import BACKENDS, default_threads
-from .cli import FrameProcessor, process_stream
+from .cli import WRITE_BEHIND_FRAMES, FrameProcessor, process_stream
 from .errors import PoseError
 from .video import SafeVideoWriter, open_video
 
@@ -74,19 +74,23 @@ def benchmark(model, backend, video, frames, height=None, threads=None, weights=
     with open_video(video) as reader:
         process_stream(reader, FrameProcessor(pipeline, track, smooth), max_frames=WARMUP_FRAMES)
     with open_video(video) as reader, tempfile.TemporaryDirectory() as tmp:
-        writer = SafeVideoWriter(Path(tmp) / "bench.mp4", reader.fps, reader.size)
+        writer = SafeVideoWriter(Path(tmp) / "bench.mp4", reader.fps, reader.size, write_behind=WRITE_BEHIND_FRAMES)
         try:
             stats = process_stream(reader, FrameProcessor(pipeline, track, smooth), writer, max_frames=frames)
         finally:
             writer.abort()
         size = reader.size
+        threads_ms = {"decode": 1000 * reader.decode_seconds / max(reader.frames_decoded, 1),
+                      "encode": 1000 * writer.encode_seconds / max(writer.frames, 1)}
     return {
         "model": model, "backend": backend, "threads": _threads(backend, threads),
         "precision": _precision(model, backend, weights, precision),
         "input_height": height or registry.get_spec(model).input_height,
+        "longer_side": options.get("longer_side"),
         "extra_heights": list(options.get("extra_heights", ())), "zoom": options.get("zoom"),
         "video": str(video), "video_size": list(size), "frames": stats.frames,
         "ms_per_frame": {stage: round(ms, 3) for stage, ms in stats.mean_ms().items()},
+        "thread_ms_per_frame": {stage: round(ms, 3) for stage, ms in threads_ms.items()},
         "fps": round(stats.fps, 2), "people_per_frame": round(stats.people / max(stats.frames, 1), 2),
     }
 
@@ -110,7 +114,7 @@ def _threads(backend, threads):
 
 def format_result(r):
     lines = [f"{r['model']}  backend {r['backend']} {r['precision']}  threads {r['threads']}  "
-             f"input height {r['input_height']}"
+             + (f"input longer side {r['longer_side']}" if r.get("longer_side") else f"input height {r['input_height']}")
              + (f" + {', '.join(map(str, r['extra_heights']))}" if r.get("extra_heights") else "")
              + (f" zoom {r['zoom']:g}" if r.get("zoom") else "") + "  "
              f"{Path(r['video']).name} {r['video_size'][0]}x{r['video_size'][1]}  frames {r['frames']}",
@@ -118,6 +122,10 @@ def format_result(r):
     lines += [f"  {stage:<12}{ms:>10.2f}" for stage, ms in r["ms_per_frame"].items()]
     lines += [f"  {'sum':<12}{sum(r['ms_per_frame'].values()):>10.2f}",
               f"  end-to-end {r['fps']:.1f} fps, {r['people_per_frame']:.2f} people/frame"]
+    if r.get("thread_ms_per_frame"):
+        lines.append("  decode and encode are the waits for their own threads, which spent "
+                         + ", ".join(f"{ms:.2f} ms/frame {stage}" for stage, ms in r["thread_ms_per_frame"].items())
+                         )
     if r.get("network_ms_per_person") is not None:
         lines.append(f"  network {r['network_ms_per_person']:.2f} ms per person found")
     return "\n".join(lines)

@@ -25,8 +25,12 @@ from .video import (VIDEO_CODECS, VIDEO_EXTENSIONS, SafeVideoWriter, open_camera
 
 DEFAULT_OUT_DIR = Path("out")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# The annotated video is encoded on its own thread, up to this many frames behind the frame
+# loop: the bundled clip's loop ran at 58.4 frames/s instead of 56.1 (README, "Speed").
+WRITE_BEHIND_FRAMES = 4
 # Summary order. Pipelines report detect (top-down), preprocess, network and grouping
-# (PAF grouping, or heatmap decoding in top-down pipelines) themselves.
+# (PAF grouping, or heatmap decoding in top-down pipelines) themselves. With the decode-ahead
+# reader and the write-behind writer, decode and encode are the loop's waits for their threads.
 STAGES = ("decode", "detect", "preprocess", "network", "grouping", "tracking", "smoothing", "draw", "encode",
           "export")
 
@@ -122,13 +126,15 @@ class FrameProcessor:
     def __init__(self, pipeline, track=True, smooth=True, min_score=0.2, min_person_score=None):
         self.pipeline = pipeline
         self.min_score = min_score
-        self.min_person_score = min_person_score_of(pipeline) if min_person_score is None else min_person_score
+        self.min_person_score = min_person_score  # None: the pipeline's own, read after each frame
         self.tracker = PoseTracker() if track else None
         self.smoother = PoseSmoother() if track and smooth else None  # it follows track ids
 
     def __call__(self, frame, time_s):
         """People of BGR `frame`, which is annotated in place; `people.timings` gains our stages."""
-        people = self.pipeline(frame).confident(self.min_person_score)
+        people = self.pipeline(frame)
+        people = people.confident(min_person_score_of(self.pipeline) if self.min_person_score is None
+                                  else self.min_person_score)
         timings = dict(people.timings)
         for stage, follower in (("tracking", self.tracker), ("smoothing", self.smoother)):
             if follower is not None:
@@ -202,6 +208,8 @@ def process_stream(reader, processor, video_writer=None, keypoint_writers=(), ma
             stats.add(timings, len(people))
             if progress is not None:
                 progress.update()
+        if video_writer is not None:
+            video_writer.flush()  # a write-behind encoder's last frames count in the run's time
     except KeyboardInterrupt:
         if not live:
             raise
@@ -291,7 +299,8 @@ def _annotate(reader, processor, outputs, args, live=False):
                                             dynamic_ncols=True, leave=False))
         writer = None
         if outputs["annotated"] is not None:
-            writer = stack.enter_context(SafeVideoWriter(outputs["annotated"], reader.fps, reader.size))
+            writer = stack.enter_context(SafeVideoWriter(outputs["annotated"], reader.fps, reader.size,
+                                                         write_behind=WRITE_BEHIND_FRAMES))
         exports = _open_exports(stack, outputs, info)
         return process_stream(reader, processor, writer, exports, args.max_frames, progress, live)
 

@@ -8,6 +8,7 @@ import math
 import os
 import queue
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -24,14 +25,15 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
 FALLBACK_FPS = 30.0
-_END = object()  # end-of-stream marker in the decode-ahead queue
+_END = object()  # end-of-stream marker in the decode-ahead and write-behind queues
 
 
 class VideoReader:
     """Frames of an opened capture. Iterate once; `fps`, `size` (w, h), `frame_count` (0 if unknown).
 
     With `prefetch` > 0 a thread decodes up to that many frames ahead, so decoding overlaps
-    the network (OpenCV and ONNX Runtime both release the GIL).
+    the network (OpenCV and ONNX Runtime both release the GIL). `decode_seconds` and
+    `frames_decoded` count the decoding after the first frame, on whichever thread did it.
     """
 
     def __init__(self, capture, first_frame, fps, frame_count, source, prefetch=0):
@@ -44,6 +46,8 @@ class VideoReader:
         self._prefetch = prefetch
         self._stop = threading.Event()
         self._thread = None
+        self.decode_seconds = 0.0
+        self.frames_decoded = 0
 
     def __iter__(self):
         frame, self._first_frame = self._first_frame, None
@@ -52,7 +56,7 @@ class VideoReader:
         yield frame
         if not self._prefetch:
             while True:
-                ok, frame = self._capture.read()
+                ok, frame = self._read()
                 if not ok:
                     return
                 yield frame
@@ -64,7 +68,7 @@ class VideoReader:
 
     def _decode_ahead(self, frames):
         while not self._stop.is_set():
-            ok, frame = self._capture.read()
+            ok, frame = self._read()
             item = frame if ok else _END
             while not self._stop.is_set():  # time out so that close() is never blocked
                 try:
@@ -74,6 +78,13 @@ class VideoReader:
                     pass
             if not ok:
                 return
+
+    def _read(self):
+        start = time.perf_counter()
+        ok, frame = self._capture.read()
+        self.decode_seconds += time.perf_counter() - start
+        self.frames_decoded += ok
+        return ok, frame
 
     def close(self):
         self._stop.set()
@@ -154,32 +165,74 @@ def _temporary_name(path):
 class SafeVideoWriter(PublishedOnSuccess):
     """An annotated-video writer (mp4v for .mp4/.m4v/.mov, MJPG for .avi) published on close().
 
-    Odd frame sizes are accepted; the encoders drop the last odd row/column.
+    Odd frame sizes are accepted; the encoders drop the last odd row/column. With
+    `write_behind` > 0 a thread encodes, up to that many frames behind `write`, so encoding
+    overlaps the next frame's network (OpenCV releases the GIL); `write` then waits only
+    when the queue is full, and a frame it was given must not change afterwards.
+    `encode_seconds` is the time spent encoding, on whichever thread did it.
     """
 
-    def __init__(self, path, fps, size):
+    def __init__(self, path, fps, size, write_behind=0):
         self.path = prepare_output(path)
         codec = VIDEO_CODECS.get(self.path.suffix.lower())
         if codec is None:
             raise PoseError(f"output video must end in {', '.join(VIDEO_CODECS)}, not '{self.path.name}'")
         self.size = tuple(int(v) for v in size)
         self.frames = 0
+        self.encode_seconds = 0.0
+        self._queue = self._thread = None
         self._tmp_path = _temporary_name(self.path)
         self._writer = cv2.VideoWriter(str(self._tmp_path), cv2.VideoWriter_fourcc(*codec), float(fps), self.size)
         if not self._writer.isOpened():
             self.abort()
             raise PoseError(f"cannot write video {self.path}")
+        if write_behind > 0:
+            self._queue = queue.Queue(write_behind)
+            self._thread = threading.Thread(target=self._encode_behind, daemon=True)
+            self._thread.start()
 
     def write(self, frame):
         if frame.shape[1::-1] != self.size:
             raise ValueError(f"frame size {frame.shape[1::-1]} differs from the video's {self.size}")
-        self._writer.write(frame)
+        if self._queue is None:
+            self._encode(frame)
+        else:
+            self._queue.put(frame)
         self.frames += 1
+
+    def _encode(self, frame):
+        start = time.perf_counter()
+        self._writer.write(frame)
+        self.encode_seconds += time.perf_counter() - start
+
+    def _encode_behind(self):
+        while (frame := self._queue.get()) is not _END:
+            self._encode(frame)
+            self._queue.task_done()
+
+    def flush(self):
+        """Wait until every frame written so far is encoded."""
+        if self._thread is not None:
+            self._queue.join()
+
+    def _stop_encoding(self, drop_queued):
+        """End the encoding thread, once it has encoded what it holds unless `drop_queued`."""
+        if self._thread is None:
+            return
+        while drop_queued:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put(_END)
+        self._thread.join()
+        self._thread = None
 
     def close(self):
         """Finish the file and move it to its final name. Does nothing once closed or aborted."""
         if self._writer is None:
             return
+        self._stop_encoding(drop_queued=False)
         self._writer.release()
         self._writer = None
         if not self._tmp_path.is_file():
@@ -189,6 +242,7 @@ class SafeVideoWriter(PublishedOnSuccess):
     def abort(self):
         """Drop the temporary file; the final path is left untouched."""
         if self._writer is not None:
+            self._stop_encoding(drop_queued=True)
             self._writer.release()
             self._writer = None
         self._tmp_path.unlink(missing_ok=True)

@@ -163,6 +163,29 @@ def test_safe_video_writer_publishes_on_close_and_removes_on_error(tmp_path):
         SafeVideoWriter(tmp_path / "x.gif", 10, (64, 48))
 
 
+def test_write_behind_video_writer_encodes_every_frame_in_order_or_leaves_nothing(tmp_path):
+    """The encoding thread writes all frames, in order, before the file is published; an
+    abort with frames still queued leaves no file; the encoding time is counted."""
+    frames = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(6)]
+    with SafeVideoWriter(tmp_path / "ok.avi", 10, (64, 48), write_behind=2) as writer:
+        for frame in frames:
+            writer.write(frame)
+        writer.flush()
+        assert writer.frames == 6 and writer.encode_seconds > 0
+    capture = cv2.VideoCapture(str(tmp_path / "ok.avi"))
+    read = []
+    while (frame := capture.read()[1]) is not None:
+        read.append(int(np.rint(frame.mean())))
+    capture.release()
+    assert read == pytest.approx([40 * i for i in range(6)], abs=3)
+    with pytest.raises(KeyboardInterrupt):
+        with SafeVideoWriter(tmp_path / "cut.avi", 10, (64, 48), write_behind=8) as writer:
+            for frame in frames:
+                writer.write(frame)
+            raise KeyboardInterrupt
+    assert files_in(tmp_path) == ["ok.avi"]
+
+
 def test_safe_write_image_refuses_unknown_extensions_without_leaving_files(tmp_path):
     with pytest.raises(PoseError, match="cannot write image"):
         safe_write_image(tmp_path / "x.unknown", np.zeros((8, 8, 3), np.uint8))

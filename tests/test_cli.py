@@ -88,6 +88,8 @@ def test_bench_reports_every_stage_of_the_cli_loop(untrained_t6, tmp_path, capsy
     assert list(result["ms_per_frame"]) == ["decode", "preprocess", "network", "grouping", "tracking",
                                             "smoothing", "draw", "encode"]
     assert result["fps"] > 0 and result["ms_per_frame"]["network"] > 0
+    assert set(result["thread_ms_per_frame"]) == {"decode", "encode"}
+    assert all(ms > 0 for ms in result["thread_ms_per_frame"].values())
     assert "network" in capsys.readouterr().out
 
 

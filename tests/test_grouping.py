@@ -2,10 +2,12 @@
 import numpy as np
 import pytest
 
-from pose_core.paf_grouping import (FULL_SCORE_SIZE, MIN_PERSON_KEYPOINTS, SNAP_RADIUS_CELLS, _match_greedy,
+from pose_core.paf_grouping import (FULL_SCORE_SIZE, MIN_PERSON_KEYPOINTS, SNAP_DISTANCE_CELLS, SNAP_RADIUS_CELLS,
+                                   _match_greedy,
                                    average_in_fine_heatmaps,
                                    decode_people,
-                                   fill_missing_keypoints, find_peaks, group_people, size_weighted_scores,
+                                   fill_missing_keypoints, find_peaks, group_people, heat_weighted_scores,
+                                   size_weighted_scores,
                                    snap_to_heatmap_peaks, upsample_maps)
 from pose_core.skeleton import COCO_FROM_OPENPOSE, GROUPING_LIMB_INDEX, OPENPOSE_GROUPING_ORDER
 from pose_core.train.targets import render_bottomup_targets
@@ -340,6 +342,27 @@ def test_size_weighted_scores():
     assert weighted == pytest.approx([0.5, 0.5 * np.sqrt(np.sqrt(8) / 20), 0.4 * np.sqrt(1 / 20)])
 
 
+def test_heat_weighted_scores_rank_by_the_strongest_keypoint_heats():
+    stride, rows, cols = 4, 20, 30
+    heatmaps = np.zeros((17, rows, cols), np.float32)
+    keypoints = np.zeros((3, 17, 3), np.float32)
+    cell = lambda x, y: ((x + 0.5) * stride - 0.5, (y + 0.5) * stride - 0.5)  # noqa: E731 (pixels)
+    for k in range(8):                                  # person 0: 8 keypoints on heat 0.9 and 0.3
+        heatmaps[k, 2, 2 + k] = 0.9 if k < 5 else 0.3
+        keypoints[0, k] = [*cell(2 + k, 2), 0.8]
+    heatmaps[:, 10, 10] = 0.5                           # person 1: all 17 on heat 0.5, one off the map
+    keypoints[1] = [*cell(10, 10), 0.8]
+    keypoints[1, 16] = [*cell(10.4, 10.3), 0.8]         # rounds to the same cell
+    keypoints[1, 15] = [1000, 1000, 0.8]                # clipped to the map's corner: heat 0
+    keypoints[2, 0] = [*cell(2, 2), 0]                  # person 2: its only keypoint is missing
+    scores = np.array([0.5, 0.4, 0.3], np.float32)
+    weighted = heat_weighted_scores(keypoints, scores, heatmaps, stride, top=6, power=2)
+    # person 0: its top 6 are five 0.9s and a 0.3
+    assert weighted == pytest.approx([0.5 * ((5 * 0.9 + 0.3) / 6) ** 2, 0.4 * 0.5 ** 2, 0.0])
+    assert heat_weighted_scores(np.zeros((0, 17, 3), np.float32), np.zeros(0, np.float32), heatmaps,
+                                stride).shape == (0,)
+
+
 def test_snap_to_heatmap_peaks_moves_to_a_finer_peak_within_reach_only():
     stride, rows, cols = 4, 30, 40
     yy, xx = np.mgrid[:rows, :cols]
@@ -364,6 +387,29 @@ def test_snap_to_heatmap_peaks_moves_to_a_finer_peak_within_reach_only():
     assert np.array_equal(keypoints[1], before[1])  # heatmap 0 is under 0.1 within its reach
     assert np.array_equal(snap_to_heatmap_peaks(np.zeros((0, 17, 3), np.float32), heatmaps, stride),
                           np.zeros((0, 17, 3)))
+
+
+def test_snap_weighs_the_peaks_within_reach_by_their_distance():
+    """Of two peaks within reach, a nearer weaker one wins while value / (distance +
+    SNAP_DISTANCE_CELLS) says so; the slope of a peak is no peak."""
+    stride, rows, cols = 4, 30, 40
+    yy, xx = np.mgrid[:rows, :cols]
+    blob = lambda x, y, peak: peak * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 2)  # noqa: E731 (cells)
+    to_pixels = lambda cells: (np.asarray(cells) + 0.5) * stride - 0.5  # noqa: E731
+    heatmaps = np.zeros((17, rows, cols), np.float32)
+    heatmaps[0] = np.maximum(blob(11, 10, 0.6), blob(15, 10, 0.9))  # 1 and 5 cells from the keypoint
+    heatmaps[1] = np.maximum(blob(11, 10, 0.3), blob(15, 10, 0.9))  # 0.3 / 5 < 0.9 / 9
+    heatmaps[2] = blob(10 + SNAP_RADIUS_CELLS + 2, 10, 0.9)          # only its slope within reach
+    keypoints = np.zeros((1, 17, 3), np.float32)
+    keypoints[0, :3] = [*to_pixels([10.0, 10.0]), 0.5]
+    assert 0.6 / (1 + SNAP_DISTANCE_CELLS) > 0.9 / (5 + SNAP_DISTANCE_CELLS)
+    assert 0.3 / (1 + SNAP_DISTANCE_CELLS) < 0.9 / (5 + SNAP_DISTANCE_CELLS)
+
+    snap_to_heatmap_peaks(keypoints, heatmaps, stride)
+
+    assert np.allclose(keypoints[0, 0, :2], to_pixels([11, 10]), atol=0.2)
+    assert np.allclose(keypoints[0, 1, :2], to_pixels([15, 10]), atol=0.2)
+    assert np.allclose(keypoints[0, 2, :2], to_pixels([10, 10]))
 
 
 def test_fine_heatmaps_are_averaged_into_the_keypoint_channels_at_the_cell_centres():

@@ -2,9 +2,11 @@
 import numpy as np
 import pytest
 
-from pose_core.bottomup import PAD_RGB, BottomUpPipeline, zoom_regions
+from pose_core.bottomup import (HEAT_SCORED_THRESHOLD_FACTOR, PAD_RGB, SIZE_SCORED_MIN_PERSON_SCORE, BottomUpPipeline,
+                               zoom_regions)
 from pose_core.errors import InputError, WeightsError
 from pose_core.frames import as_bgr
+from pose_core.paf_grouping import HEAT_SCORE_POWER
 from pose_core.result import boxes_from_keypoints
 from pose_core.skeleton import COCO_FROM_OPENPOSE, OPENPOSE_FLIP_INDEX, openpose_to_coco
 from test_grouping import assert_close_to_truth, match_to_truth, person, render_maps
@@ -102,6 +104,29 @@ def test_keypoints_snap_to_the_finer_keypoint_heatmaps_of_a_network_that_has_the
         found = sort_by_nose_x(pipeline(frame).keypoints)
         assert len(network.batches) == 1 + flip_test
         assert np.abs(found[..., :2] - expected - error).max() < 0.15
+
+
+def test_heat_weighted_scores_and_their_display_threshold_follow_the_networks_keypoint_heatmaps():
+    truth = people_in_frame(480, 640, 3)
+    frame = np.zeros((480, 640, 3), np.uint8)
+    plain = BottomUpPipeline(FakeNetwork(truth, (480, 640)), upsample=1)
+    fine_network = FakeNetwork(truth, (480, 640), coarse_shift=(0.0, 0.0))
+    fine = BottomUpPipeline(fine_network, upsample=1)
+    assert plain.min_person_score == fine.min_person_score == SIZE_SCORED_MIN_PERSON_SCORE
+    plain_scores, fine_scores = plain(frame).scores, fine(frame).scores
+    # The rendered keypoint heatmaps read nearly 1 at every keypoint's cell.
+    assert np.all((fine_scores <= plain_scores) & (fine_scores > 0.5 * plain_scores))
+    assert plain.min_person_score == SIZE_SCORED_MIN_PERSON_SCORE
+    assert fine.min_person_score == pytest.approx(SIZE_SCORED_MIN_PERSON_SCORE * HEAT_SCORED_THRESHOLD_FACTOR)
+
+    def half_heat(batch):
+        heatmaps, pafs, keypoint_heatmaps = fine_network(batch)
+        return heatmaps, pafs, 0.5 * keypoint_heatmaps
+
+    # Half the heat: the score falls by 0.5 ** HEAT_SCORE_POWER (and a little more, since the
+    # halved maps, averaged into the heatmaps, also weaken the grouping's keypoint scores).
+    half_scores = BottomUpPipeline(half_heat, upsample=1)(frame).scores
+    assert half_scores == pytest.approx(fine_scores * 0.5 ** HEAT_SCORE_POWER, rel=0.2)
 
 
 def test_keypoint_heatmaps_of_the_wrong_shape_are_a_weights_error():
