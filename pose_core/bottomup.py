@@ -30,8 +30,8 @@ ZOOM_MARGIN_CELLS = 2
 # without the weight (README, "Inference options").
 SIZE_SCORED_MIN_PERSON_SCORE = 0.05
 # Weighting them by heat too (paf_grouping.heat_weighted_scores) lowers them again, and the
-# threshold by this factor: on coco_val_dev, 0.005 keeps 459 of the 466 people found (OKS >=
-# 0.5) that 0.05 kept before, and 245 of its 386 false ones (README, "Inference options").
+# threshold by this factor: on coco_val_dev, 0.005 keeps 462 of the 469 people found (OKS >=
+# 0.5) that 0.05 kept before, and 256 of its 383 false ones (README, "Inference options").
 HEAT_SCORED_THRESHOLD_FACTOR = 0.1
 
 # The ImageNet mean, the "mean value" padding of the training recipe; defined here (not in
