@@ -65,16 +65,17 @@ def write_people_clip(path, people, frames):
 
 
 def benchmark(model, backend, video, frames, height=None, threads=None, weights=None, track=True, smooth=True,
-              precision=registry.DEFAULT_PRECISION, options=None):
+              precision=registry.DEFAULT_PRECISION, options=None, write_behind=WRITE_BEHIND_FRAMES):
     """One result dict: mean ms per frame per stage, end-to-end fps, people per frame;
-    `options`: a bottom-up model's registry.bottom_up_options."""
+    `options`: a bottom-up model's registry.bottom_up_options; `write_behind`: the frames the
+    video encoder's thread may lag (0: encoding in the loop)."""
     options = options or {}
     pipeline = registry.load_pipeline(model, backend, height, weights=weights, threads=threads, precision=precision,
                                       **options)
     with open_video(video) as reader:
         process_stream(reader, FrameProcessor(pipeline, track, smooth), max_frames=WARMUP_FRAMES)
     with open_video(video) as reader, tempfile.TemporaryDirectory() as tmp:
-        writer = SafeVideoWriter(Path(tmp) / "bench.mp4", reader.fps, reader.size, write_behind=WRITE_BEHIND_FRAMES)
+        writer = SafeVideoWriter(Path(tmp) / "bench.mp4", reader.fps, reader.size, write_behind=write_behind)
         try:
             stats = process_stream(reader, FrameProcessor(pipeline, track, smooth), writer, max_frames=frames)
         finally:
@@ -89,6 +90,7 @@ def benchmark(model, backend, video, frames, height=None, threads=None, weights=
         "longer_side": options.get("longer_side"),
         "extra_heights": list(options.get("extra_heights", ())), "zoom": options.get("zoom"),
         "video": str(video), "video_size": list(size), "frames": stats.frames,
+        "write_behind": write_behind,
         "ms_per_frame": {stage: round(ms, 3) for stage, ms in stats.mean_ms().items()},
         "thread_ms_per_frame": {stage: round(ms, 3) for stage, ms in threads_ms.items()},
         "fps": round(stats.fps, 2), "people_per_frame": round(stats.people / max(stats.frames, 1), 2),
@@ -153,6 +155,9 @@ def main(argv=None):
     p.add_argument("--weights", help="weights file for a single --model and --backend (e.g. an untrained export)")
     p.add_argument("--no-track", action="store_true")
     p.add_argument("--no-smooth", action="store_true")
+    p.add_argument("--write-behind", type=int, default=WRITE_BEHIND_FRAMES, metavar="N",
+                   help=f"frames the video encoder's thread may lag behind the loop (default {WRITE_BEHIND_FRAMES}, "
+                        "as main.py; 0: encode in the loop)")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     args = p.parse_args(argv)
     try:
@@ -162,6 +167,8 @@ def main(argv=None):
                                              args.longer_side)
         if args.people and min(args.people) < 1:
             raise PoseError("--people counts must be at least 1")
+        if args.write_behind < 0:
+            raise PoseError("--write-behind takes 0 or more frames")
         jobs = [(m, b) for m in (args.model or registry.MODELS) for b in args.backend]
         results = []
         with tempfile.TemporaryDirectory() as tmp:
@@ -177,7 +184,8 @@ def main(argv=None):
                         print(f"{model}  backend {backend}: skipped, {status}\n")
                         continue
                     result = benchmark(model, backend, video, args.frames, args.height, args.threads, args.weights,
-                                       not args.no_track, not args.no_smooth, args.precision, options)
+                                       not args.no_track, not args.no_smooth, args.precision, options,
+                                       args.write_behind)
                     if people is not None:
                         result["video"] = f"generated clip, {people} people"
                     result["network_ms_per_person"] = network_ms_per_person(result)

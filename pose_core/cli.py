@@ -26,7 +26,8 @@ from .video import (VIDEO_CODECS, VIDEO_EXTENSIONS, SafeVideoWriter, open_camera
 DEFAULT_OUT_DIR = Path("out")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # The annotated video is encoded on its own thread, up to this many frames behind the frame
-# loop: the bundled clip's loop ran at 58.4 frames/s instead of 56.1 (README, "Speed").
+# loop: ldlc-openpose-fpn's loop on the bundled clip ran at 82.6-84.4 frames/s instead of
+# 80.5-80.7 (README, "Speed").
 WRITE_BEHIND_FRAMES = 4
 # Summary order. Pipelines report detect (top-down), preprocess, network and grouping
 # (PAF grouping, or heatmap decoding in top-down pipelines) themselves. With the decode-ahead
@@ -71,8 +72,9 @@ def build_parser():
                         f"(default: {registry.DEFAULT_DETECTOR} when its weights exist, else {registry.DEFAULT_MODEL})")
     p.add_argument("--threshold", type=float, default=0.2, help="draw keypoints above this score (default 0.2)")
     p.add_argument("--min-person-score", type=float, default=None, metavar="S",
-                   help="leave out people scored below S: drawing, ids and exports (default: the model's, "
-                        "0.05 for the bottom-up models, whose person scores are weighted by size, else 0.1)")
+                   help="leave out people scored below S: drawing, ids and exports (default: the model's: "
+                        "0.005 for ldlc-openpose-fpn, whose person scores are weighted by size and keypoint "
+                        "heat, 0.05 for the other bottom-up models, weighted by size, else 0.1)")
     p.add_argument("--no-track", action="store_true", help="no person ids across frames (also disables smoothing)")
     p.add_argument("--no-smooth", action="store_true", help="no keypoint smoothing across frames")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")

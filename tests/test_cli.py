@@ -90,7 +90,14 @@ def test_bench_reports_every_stage_of_the_cli_loop(untrained_t6, tmp_path, capsy
     assert result["fps"] > 0 and result["ms_per_frame"]["network"] > 0
     assert set(result["thread_ms_per_frame"]) == {"decode", "encode"}
     assert all(ms > 0 for ms in result["thread_ms_per_frame"].values())
+    assert result["write_behind"] == 4
     assert "network" in capsys.readouterr().out
+    assert bench.main(["--model", registry.DEFAULT_MODEL, "--backend", "onnx", "--weights", str(untrained_t6.onnx),
+                       "--frames", "2", "--write-behind", "0", "--json", str(out)]) == 0
+    [result] = json.loads(out.read_text())
+    assert result["write_behind"] == 0 and result["thread_ms_per_frame"]["encode"] > 0
+    assert bench.main(["--model", registry.DEFAULT_MODEL, "--write-behind", "-1"]) == 2
+    assert "--write-behind takes 0 or more frames" in capsys.readouterr().err
 
 
 def test_bench_times_multi_scale_and_refuses_it_for_top_down(untrained_t6, tmp_path, capsys):
