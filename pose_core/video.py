@@ -168,7 +168,8 @@ class SafeVideoWriter(PublishedOnSuccess):
     Odd frame sizes are accepted; the encoders drop the last odd row/column. With
     `write_behind` > 0 a thread encodes, up to that many frames behind `write`, so encoding
     overlaps the next frame's network (OpenCV releases the GIL); `write` then waits only
-    when the queue is full, and a frame it was given must not change afterwards.
+    when the queue is full, and a frame it was given must not change afterwards. An encoding
+    error on that thread is raised, as a PoseError, by the next `write`, `flush` or `close`.
     `encode_seconds` is the time spent encoding, on whichever thread did it.
     """
 
@@ -180,7 +181,7 @@ class SafeVideoWriter(PublishedOnSuccess):
         self.size = tuple(int(v) for v in size)
         self.frames = 0
         self.encode_seconds = 0.0
-        self._queue = self._thread = None
+        self._queue = self._thread = self._error = None
         self._tmp_path = _temporary_name(self.path)
         self._writer = cv2.VideoWriter(str(self._tmp_path), cv2.VideoWriter_fourcc(*codec), float(fps), self.size)
         if not self._writer.isOpened():
@@ -194,8 +195,10 @@ class SafeVideoWriter(PublishedOnSuccess):
     def write(self, frame):
         if frame.shape[1::-1] != self.size:
             raise ValueError(f"frame size {frame.shape[1::-1]} differs from the video's {self.size}")
+        self._raise_encoding_error()
         if self._queue is None:
-            self._encode(frame)
+            self._encode_or_keep_error(frame)
+            self._raise_encoding_error()
         else:
             self._queue.put(frame)
         self.frames += 1
@@ -205,15 +208,28 @@ class SafeVideoWriter(PublishedOnSuccess):
         self._writer.write(frame)
         self.encode_seconds += time.perf_counter() - start
 
+    def _encode_or_keep_error(self, frame):
+        try:
+            self._encode(frame)
+        except Exception as e:  # noqa: BLE001 (_raise_encoding_error raises it on the caller's thread)
+            self._error = e
+
     def _encode_behind(self):
         while (frame := self._queue.get()) is not _END:
-            self._encode(frame)
+            if self._error is None:  # after an error the frames are only taken, so write never blocks
+                self._encode_or_keep_error(frame)
             self._queue.task_done()
+
+    def _raise_encoding_error(self):
+        if self._error is not None:
+            first_line = (str(self._error).strip().splitlines() or [type(self._error).__name__])[0]
+            raise PoseError(f"cannot write video {self.path}: {first_line[:200]}")
 
     def flush(self):
         """Wait until every frame written so far is encoded."""
         if self._thread is not None:
             self._queue.join()
+        self._raise_encoding_error()
 
     def _stop_encoding(self, drop_queued):
         """End the encoding thread, once it has encoded what it holds unless `drop_queued`."""
@@ -233,6 +249,9 @@ class SafeVideoWriter(PublishedOnSuccess):
         if self._writer is None:
             return
         self._stop_encoding(drop_queued=False)
+        if self._error is not None:
+            self.abort()
+            self._raise_encoding_error()
         self._writer.release()
         self._writer = None
         if not self._tmp_path.is_file():

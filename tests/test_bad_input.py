@@ -186,6 +186,32 @@ def test_write_behind_video_writer_encodes_every_frame_in_order_or_leaves_nothin
     assert files_in(tmp_path) == ["ok.avi"]
 
 
+@pytest.mark.parametrize("write_behind", [0, 2])
+def test_an_encoding_error_is_one_pose_error_and_leaves_no_file(write_behind, tmp_path):
+    """Also from the encoding thread: the next write (or the close) raises it, and the loop
+    never blocks on a queue that nobody empties."""
+    class FailingEncoder:
+        def __init__(self, encoder):
+            self.encoder, self.calls = encoder, 0
+
+        def write(self, frame):
+            self.calls += 1
+            if self.calls >= 2:
+                raise cv2.error("disk full\nmore detail")
+            self.encoder.write(frame)
+
+        def release(self):
+            self.encoder.release()
+
+    frame = np.zeros((48, 64, 3), np.uint8)
+    with pytest.raises(PoseError, match=r"cannot write video .*bad\.avi: disk full$"):
+        with SafeVideoWriter(tmp_path / "bad.avi", 10, (64, 48), write_behind=write_behind) as writer:
+            writer._writer = FailingEncoder(writer._writer)
+            for _ in range(20):
+                writer.write(frame)
+    assert files_in(tmp_path) == []
+
+
 def test_safe_write_image_refuses_unknown_extensions_without_leaving_files(tmp_path):
     with pytest.raises(PoseError, match="cannot write image"):
         safe_write_image(tmp_path / "x.unknown", np.zeros((8, 8, 3), np.uint8))
