@@ -115,8 +115,8 @@ def _threads(backend, threads):
 
 
 def format_result(r):
-    lines = [f"{r['model']}  backend {r['backend']} {r['precision']}  threads {r['threads']}  "
-             + (f"input longer side {r['longer_side']}" if r.get("longer_side") else f"input height {r['input_height']}")
+    size = f"longer side {r['longer_side']}" if r.get("longer_side") else f"height {r['input_height']}"
+    lines = [f"{r['model']}  backend {r['backend']} {r['precision']}  threads {r['threads']}  input {size}"
              + (f" + {', '.join(map(str, r['extra_heights']))}" if r.get("extra_heights") else "")
              + (f" zoom {r['zoom']:g}" if r.get("zoom") else "") + "  "
              f"{Path(r['video']).name} {r['video_size'][0]}x{r['video_size'][1]}  frames {r['frames']}",
@@ -125,9 +125,8 @@ def format_result(r):
     lines += [f"  {'sum':<12}{sum(r['ms_per_frame'].values()):>10.2f}",
               f"  end-to-end {r['fps']:.1f} fps, {r['people_per_frame']:.2f} people/frame"]
     if r.get("thread_ms_per_frame"):
-        lines.append("  decode and encode are the waits for their own threads, which spent "
-                         + ", ".join(f"{ms:.2f} ms/frame {stage}" for stage, ms in r["thread_ms_per_frame"].items())
-                         )
+        spent = ", ".join(f"{ms:.2f} ms/frame {stage}" for stage, ms in r["thread_ms_per_frame"].items())
+        lines.append(f"  decode and encode are the waits for their own threads, which spent {spent}")
     if r.get("network_ms_per_person") is not None:
         lines.append(f"  network {r['network_ms_per_person']:.2f} ms per person found")
     return "\n".join(lines)

@@ -87,9 +87,7 @@ def find_peaks(heatmaps, threshold=PEAK_THRESHOLD, min_distance=PEAK_MIN_DISTANC
     # The original zeroes values below the threshold and then compares with the 4
     # neighbours; for a positive threshold, comparing the raw maps and requiring the
     # threshold is the same and needs no zeroed copy.
-    neighbours = cv2.dilate(maps, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    peak = maps >= threshold
-    peak &= maps > neighbours
+    peak = _peak_mask(maps, threshold)
     # flatnonzero + unravel is ~20x faster than a 3-D nonzero.
     ys, xs, types = np.unravel_index(np.flatnonzero(peak), maps.shape)
     scores = maps[ys, xs, types]
@@ -101,6 +99,19 @@ def find_peaks(heatmaps, threshold=PEAK_THRESHOLD, min_distance=PEAK_MIN_DISTANC
     if refine:
         x, y = _refine(maps, types, ys, xs)
     return np.stack([x, y, scores, types.astype(np.float32)], axis=1).reshape(-1, 4)
+
+
+def _peak_mask(maps, threshold, ties=False):
+    """(H, W, C) maps -> where a cell is >= threshold and higher than its 4 neighbours (at
+    least as high with `ties`); outside the map counts as 0."""
+    neighbours = cv2.dilate(maps, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return (maps >= threshold) & ((maps >= neighbours) if ties else (maps > neighbours))
+
+
+def _grid_xy(keypoints, stride):
+    """(x, y) of keypoints (..., 3) in input pixels, in cells of a `stride`-pixel grid: cell g
+    covers input pixels [g, g + 1) * stride, and integer input coordinates are pixel centres."""
+    return (keypoints[..., 0] + 0.5) / stride - 0.5, (keypoints[..., 1] + 0.5) / stride - 0.5
 
 
 def _suppress_close(xs, ys, types, min_distance):
@@ -409,16 +420,11 @@ def snap_to_heatmap_peaks(keypoints, heatmaps, stride, radius=SNAP_RADIUS_CELLS,
     n, k = np.nonzero(keypoints[..., 2] > 0)
     if not len(n):
         return keypoints
-    maps = np.asarray(heatmaps, dtype=np.float32)
-    types, h, w = maps.shape
-    # The peaks of all maps at once, on maps stacked with a zero row between them (the row
-    # below a map's last row is then no neighbour from the next map).
-    stacked = np.zeros((types, h + 1, w), np.float32)
-    stacked[:, :h] = maps
-    stacked = stacked.reshape(-1, w)
-    peak = (stacked >= min_heat) & (stacked >= cv2.dilate(stacked, _CROSS, borderType=cv2.BORDER_CONSTANT,
-                                                          borderValue=0))
-    peak_type, peak_y, peak_x = np.unravel_index(np.flatnonzero(peak), (types, h + 1, w))
+    maps = np.ascontiguousarray(np.asarray(heatmaps, dtype=np.float32).transpose(1, 2, 0))
+    h, w, types = maps.shape
+    peak_y, peak_x, peak_type = np.unravel_index(np.flatnonzero(_peak_mask(maps, min_heat, ties=True)), maps.shape)
+    by_type = np.argsort(peak_type, kind="stable")
+    peak_y, peak_x, peak_type = peak_y[by_type], peak_x[by_type], peak_type[by_type]
     if not len(peak_type):
         return keypoints
     # (type, rank) tables of the peaks' cells; unused slots lie far outside any window.
@@ -427,18 +433,16 @@ def snap_to_heatmap_peaks(keypoints, heatmaps, stride, radius=SNAP_RADIUS_CELLS,
     cells_x = np.full((types, counts.max()), -10 * (h + w + radius), np.int64)
     cells_y = cells_x.copy()
     cells_x[peak_type, rank], cells_y[peak_type, rank] = peak_x, peak_y
-    # Grid cell g covers input pixels [g, g + 1) * stride; integer input coordinates are centres.
-    grid_x = (keypoints[n, k, 0] + 0.5) / stride - 0.5
-    grid_y = (keypoints[n, k, 1] + 0.5) / stride - 0.5
+    grid_x, grid_y = _grid_xy(keypoints[n, k], stride)
     xs, ys = cells_x[k], cells_y[k]                                            # (P, most peaks)
     reached = ((np.abs(xs - np.rint(grid_x)[:, None]) <= radius)
                & (np.abs(ys - np.rint(grid_y)[:, None]) <= radius))
-    values = maps[k[:, None], np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)]
+    values = maps[np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1), k[:, None]]
     weighted = np.where(reached, values / (np.hypot(xs - grid_x[:, None], ys - grid_y[:, None]) + distance_cells), -1)
     best = weighted.argmax(1)
     rows = np.arange(len(n))
     moved = weighted[rows, best] >= 0
-    x, y = _refine(maps.transpose(1, 2, 0), k[moved], ys[rows, best][moved], xs[rows, best][moved])
+    x, y = _refine(maps, k[moved], ys[rows, best][moved], xs[rows, best][moved])
     keypoints[n[moved], k[moved], 0] = (x + 0.5) * stride - 0.5
     keypoints[n[moved], k[moved], 1] = (y + 0.5) * stride - 0.5
     return keypoints
@@ -458,8 +462,9 @@ def heat_weighted_scores(keypoints, scores, heatmaps, stride, top=HEAT_SCORE_TOP
         return scores
     maps = np.asarray(heatmaps, np.float32)
     k, h, w = maps.shape
-    cell_x = np.clip(np.rint((keypoints[..., 0] + 0.5) / stride - 0.5).astype(np.int64), 0, w - 1)
-    cell_y = np.clip(np.rint((keypoints[..., 1] + 0.5) / stride - 0.5).astype(np.int64), 0, h - 1)
+    grid_x, grid_y = _grid_xy(keypoints, stride)
+    cell_x = np.clip(np.rint(grid_x).astype(np.int64), 0, w - 1)
+    cell_y = np.clip(np.rint(grid_y).astype(np.int64), 0, h - 1)
     heat = np.where(keypoints[..., 2] > 0, maps[np.arange(k), cell_y, cell_x], 0)
     strongest = -np.partition(-heat, min(top, k) - 1, axis=1)[:, :top]
     return (scores * np.maximum(strongest.mean(1), 0) ** power).astype(np.float32)

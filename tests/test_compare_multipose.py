@@ -8,14 +8,14 @@ from pose_core.registry import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))
 import tools.compare_multipose as compare_multipose  # noqa: E402
-from tools.compare_multipose import MULTIPOSE, compare, model_options  # noqa: E402
+from tools.compare_multipose import MULTIPOSE, compare, sized  # noqa: E402
 
 OURS = "ldlc-openpose-fpn"
 
 
 def test_both_models_get_an_input_whose_longer_side_is_the_size():
-    assert model_options(MULTIPOSE, 352) == {"height": 352}
-    assert model_options(OURS, 352) == {"options": {"longer_side": 352}}
+    assert sized(MULTIPOSE, 352) == (352, {})
+    assert sized(OURS, 352) == (None, {"longer_side": 352})
 
 
 def test_runs_alternate_and_the_condition_needs_both_speed_and_accuracy(monkeypatch):

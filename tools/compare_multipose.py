@@ -31,20 +31,23 @@ MULTIPOSE = "movenet-multipose"
 REQUIRED_SPEEDUP = 1.3
 
 
-def model_options(model, size):
-    """load_pipeline options that give `model` an input whose longer side is `size`."""
-    return {"height": size} if model == MULTIPOSE else {"options": registry.bottom_up_options([model], longer_side=size)}
+def sized(model, size):
+    """(height, load_pipeline options) that give `model` an input whose longer side is `size`:
+    MultiPose's height is its longer side; ours takes --longer-side."""
+    if model == MULTIPOSE:
+        return size, {}
+    return None, registry.bottom_up_options([model], longer_side=size)
 
 
 def average_precision(model, size, ann):
-    options = model_options(model, size)
-    pipeline = registry.load_pipeline(model, height=options.get("height"), **options.get("options", {}))
+    height, options = sized(model, size)
+    pipeline = registry.load_pipeline(model, height=height, **options)
     return evaluate(pipeline, ann, Path(ann).parent / "images", progress=False)["AP"]
 
 
 def frames_per_second(model, size, video, frames):
-    options = model_options(model, size)
-    return benchmark(model, "onnx", video, frames, options.get("height"), options=options.get("options"))["fps"]
+    height, options = sized(model, size)
+    return benchmark(model, "onnx", video, frames, height, options=options)["fps"]
 
 
 def compare(model, sizes, rounds, frames, video, ann, log=print):
