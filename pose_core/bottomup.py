@@ -19,11 +19,14 @@ MULTI_SCALE_OKS_THRESHOLD = 0.5
 # Zoom pass: the frame regions around the people found smaller than ZOOM_MAX_SIZE network
 # pixels (their keypoint box's longer side) run through the network again at `zoom` x the
 # scale; a region is the person's keypoint box grown by ZOOM_GROW x its longer side plus
-# ZOOM_MARGIN_CELLS network cells on every side. Chosen on coco_person_train (README).
+# ZOOM_MARGIN_CELLS network cells on every side. Chosen on 300 coco_person_train images
+# (tools/tune_zoom.py; README): with ldlc-openpose-fpn, people under 96 px instead of stop 18's
+# 64 took them from 0.355 to 0.365-0.370 (128 and 160 no better, and slower); a smaller growth
+# with a wider margin keeps the regions about as cheap.
 DEFAULT_ZOOM = 2.0
-ZOOM_MAX_SIZE = 64
-ZOOM_GROW = 0.5
-ZOOM_MARGIN_CELLS = 2
+ZOOM_MAX_SIZE = 96
+ZOOM_GROW = 0.25
+ZOOM_MARGIN_CELLS = 4
 
 # Size-weighted person scores (paf_grouping.size_weighted_scores) run lower than unweighted
 # ones; this threshold shows about as many people on the crowd clips as MIN_PERSON_SCORE did

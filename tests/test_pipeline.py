@@ -305,10 +305,14 @@ def test_zoom_regions_surround_small_people_merge_when_they_overlap_and_stay_in_
     (x0, y0, x1, y1), (ex0, ey0, ex1, ey1) = sorted(regions, key=lambda r: -r[0])
     boxes = boxes_from_keypoints(people)
     assert x0 < boxes[1, 0] and y0 < boxes[1, 1] and x1 > boxes[2, 2] and y1 > boxes[2, 3]
-    # grown by half the longer side (0.92 x 100) plus two network cells (25 frame px)
-    assert x0 == round(boxes[1, 0] - 0.5 * 92 - 25)
-    assert ex0 == 0 and ey1 == 400 and ex1 == round(boxes[3, 2] + 0.5 * 0.92 * 90 + 25)
+    # grown by a quarter of the longer side (0.92 x 100) plus four network cells (50 frame px)
+    assert x0 == round(boxes[1, 0] - 0.25 * 92 - 50)
+    assert ex0 == 0 and ey1 == 400 and ex1 == round(boxes[3, 2] + 0.25 * 0.92 * 90 + 50)
     assert zoom_regions(people[:1], (400, 500), base_scale=0.64) == []
+    # the size limit, 96 network px: a person 77 px tall gets a region, one 100 px tall none
+    for height, regions in ((130, 1), (170, 0)):
+        single = openpose_to_coco(person(100.3, 50.2, height)[None])
+        assert len(zoom_regions(single, (400, 500), base_scale=0.64)) == regions
     assert zoom_regions(np.zeros((0, 17, 3), np.float32), (400, 500), base_scale=0.64) == []
 
 

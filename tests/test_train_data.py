@@ -1,3 +1,4 @@
+import copy
 import csv
 import json
 import subprocess
@@ -345,3 +346,36 @@ def test_backbone_swap_keeps_the_heads_that_fit(tmp_path):
         train_bottomup.main(common[:-1] + [str(damaged), "--max-steps", "1"])
     with pytest.raises(SystemExit, match="cannot read weights .*damaged.pt: truncated"):
         train_bottomup.main(common + ["--init-backbone", str(damaged), "--max-steps", "1"])
+
+
+def test_heatmap_teacher_holds_multipose_heatmaps_while_the_feature_extractor_trains():
+    from pose_core.models.multipose_fpn import LDLCOpenPoseFPN
+
+    batch = collate([dot_item(40, 30), dot_item(70, 50)])
+    images, heatmaps, pafs, mask = train_bottomup.training_batch(batch, CROP, torch.Generator().manual_seed(0), "cpu")
+
+    def drift_after_training(heatmap_weight):
+        torch.manual_seed(0)
+        model = LDLCOpenPoseFPN().train()
+        common.freeze_batchnorm(model.backbone)  # as a run from pretrained weights does
+        teacher = copy.deepcopy(model.backbone).eval().requires_grad_(False)
+
+        def drift():
+            with torch.no_grad():
+                return train_bottomup.heatmap_distillation(
+                    model.backbone_features(images), teacher(model.normalise(images)), 1.0).item()
+
+        assert drift() == 0.0  # the same weights: nothing to hold
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for _ in range(6):
+            train_bottomup.train_step(model, optimizer, images, heatmaps, pafs, mask, num_stages=1,
+                                      heatmap_teacher=teacher, heatmap_weight=heatmap_weight)
+        return drift()
+
+    free, held = drift_after_training(0.0), drift_after_training(100.0)
+    assert free > 0 and held < 0.5 * free
+
+
+def test_heatmap_teacher_needs_a_training_feature_extractor():
+    with pytest.raises(SystemExit):
+        train_bottomup.parse_args(["--heatmap-teacher", "x.pt", "--freeze-backbone"])

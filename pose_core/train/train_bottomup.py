@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from ..models.multipose_fpn import NUM_KEYPOINTS
 from .augment import SCALE_RANGE, augment_batch
 from .common import (DEFAULT_SOURCES, evaluate_copy, main_with_signals, optimise, resolve_sources,
                      run_training, setup, training_parser)
@@ -60,7 +61,16 @@ def parse_args(argv=None):
                    help="the main person's height is 0.6 x crop x U[LOW, HIGH] (Lightweight OpenPose: "
                         f"{SCALE_RANGE[0]} {SCALE_RANGE[1]}); a lower LOW trains on the small people that "
                         f"coco_val_dev has at height 256 (HIGH at most {SCALE_RANGE[1]})")
+    p.add_argument("--heatmap-teacher", metavar="PT",
+                   help="ldlc-openpose-fpn with its feature extractor training (no --freeze-backbone): "
+                        "converted MultiPose weights (cache/movenet_multipose_fpn.pt) whose keypoint "
+                        "heatmaps the training ones are held to, since decoding reads them (averaged "
+                        "into ours, snapping, person scores) and no label trains them")
+    p.add_argument("--heatmap-weight", type=float, default=10.0,
+                   help="weight of that term: sum of squared differences / 2 / batch, as the main loss")
     args = p.parse_args(argv)
+    if args.heatmap_teacher and args.freeze_backbone:
+        p.error("--heatmap-teacher is for a training feature extractor: drop --freeze-backbone")
     if not 0 < args.scale_range[0] <= args.scale_range[1] <= SCALE_RANGE[1]:
         p.error(f"--scale-range needs 0 < LOW <= HIGH <= {SCALE_RANGE[1]}")
     if args.replay < 1 or (args.replay > 1 and not args.freeze_backbone):
@@ -91,10 +101,36 @@ def training_batch(batch, crop, generator, device, scale_range=SCALE_RANGE):
     return images, heatmaps, pafs, mask
 
 
-def train_step(model, optimizer, images, heatmaps, pafs, mask, autocast_dtype=None, num_stages=None):
+def heatmap_distillation(features, teacher_features, weight):
+    """weight x sum((student - teacher)^2) / 2 / batch over MultiPoseFeatures' last channels,
+    its keypoint heatmaps (folded 2x2 into channels)."""
+    channels = 4 * NUM_KEYPOINTS
+    difference = features[:, -channels:].float() - teacher_features[:, -channels:].float()
+    return weight * (difference ** 2).sum() / 2 / len(features)
+
+
+def train_step(model, optimizer, images, heatmaps, pafs, mask, autocast_dtype=None, num_stages=None,
+               heatmap_teacher=None, heatmap_weight=0.0):
+    """One step of the whole network; with `heatmap_teacher` (a frozen MultiPoseFeatures) the
+    model's MultiPose heatmaps are also held to the teacher's."""
     with torch.autocast(images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        outputs = model.stage_outputs(model.backbone_features(images), num_stages)
-    return optimise(optimizer, bottomup_loss(outputs, heatmaps, pafs, mask))
+        features = model.backbone_features(images)
+        loss = bottomup_loss(model.stage_outputs(features, num_stages), heatmaps, pafs, mask)
+        if heatmap_teacher is not None:
+            with torch.no_grad():
+                teacher_features = heatmap_teacher(model.normalise(images))
+            loss = loss + heatmap_distillation(features, teacher_features, heatmap_weight)
+    return optimise(optimizer, loss)
+
+
+def load_heatmap_teacher(path, device):
+    """A frozen MultiPoseFeatures with converted MultiPose weights."""
+    from ..models.io import read_state_dict
+    from ..models.multipose_fpn import LDLCOpenPoseFPN, load_multipose_features
+
+    holder = LDLCOpenPoseFPN()
+    load_multipose_features(holder, read_state_dict(path))
+    return holder.backbone.to(device).eval().requires_grad_(False)
 
 
 def train_heads_step(model, optimizer, features, heatmaps, pafs, mask, num_stages=None, frozen_stages=0):
@@ -146,6 +182,8 @@ def run(args, stop):
     print(f"{len(dataset)} samples from {len(sources)} sources", flush=True)
 
     replay = ReplayBuffer(args.replay_buffer) if args.replay > 1 else None
+    heatmap_teacher = load_heatmap_teacher(args.heatmap_teacher, torch.device(args.device)) \
+        if args.heatmap_teacher else None
 
     def step(model, optimizer, batch, generator, device, autocast_dtype):
         images, heatmaps, pafs, mask = training_batch(batch, args.crop, generator, device, tuple(args.scale_range))
@@ -153,7 +191,7 @@ def run(args, stop):
             images = images.contiguous(memory_format=torch.channels_last)
         if not args.freeze_backbone:
             return train_step(model, optimizer, images, heatmaps, pafs, mask, autocast_dtype,
-                              args.train_stages), len(images)
+                              args.train_stages, heatmap_teacher, args.heatmap_weight), len(images)
         for module in [model.backbone, *model.frozen_modules(args.frozen_stages)]:
             module.eval()  # frozen, BatchNorm statistics included (the loop sets train mode)
         with torch.no_grad():
