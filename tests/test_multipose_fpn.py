@@ -158,3 +158,19 @@ def test_onnx_export_matches_pytorch_off_multiples_of_32(model, tmp_path):
 
     out = export_onnx(model, tmp_path / "fpn.onnx", height=256, width=344)
     assert out.exists()
+
+
+def test_heatmap_teacher_is_multiposes_frozen_feature_extractor_and_only_for_the_fpn_model(tmp_path, state, model):
+    from pose_core.errors import InputError
+    from pose_core.train.train_bottomup import load_heatmap_teacher
+
+    weights = tmp_path / "multipose.pt"
+    torch.save(state, weights)
+    teacher = load_heatmap_teacher("ldlc-openpose-fpn", weights, torch.device("cpu"))
+    x = torch.rand(1, 3, 64, 96) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(teacher(x), model.backbone(x))
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    # t6w15 loads MultiPose's backbone too, but its features carry no heatmaps to hold
+    with pytest.raises(InputError, match="needs a model on MultiPose's feature extractor"):
+        load_heatmap_teacher("ldlc-openpose-t6w15", weights, torch.device("cpu"))

@@ -32,10 +32,11 @@ from pathlib import Path
 
 import torch
 
-from ..models.multipose_fpn import NUM_KEYPOINTS
+from ..errors import InputError
+from ..models.multipose_fpn import NUM_KEYPOINTS, MultiPoseFeatures
 from .augment import SCALE_RANGE, augment_batch
-from .common import (DEFAULT_SOURCES, evaluate_copy, main_with_signals, optimise, resolve_sources,
-                     run_training, setup, training_parser)
+from .common import (DEFAULT_SOURCES, build_model, evaluate_copy, main_with_signals, optimise,
+                     resolve_sources, run_training, setup, training_parser)
 from .data import BottomUpDataset
 from .targets import render_bottomup_targets_batch
 
@@ -123,14 +124,15 @@ def train_step(model, optimizer, images, heatmaps, pafs, mask, autocast_dtype=No
     return optimise(optimizer, loss)
 
 
-def load_heatmap_teacher(path, device):
-    """A frozen MultiPoseFeatures with converted MultiPose weights."""
-    from ..models.io import read_state_dict
-    from ..models.multipose_fpn import LDLCOpenPoseFPN, load_multipose_features
-
-    holder = LDLCOpenPoseFPN()
-    load_multipose_features(holder, read_state_dict(path))
-    return holder.backbone.to(device).eval().requires_grad_(False)
+def load_heatmap_teacher(model_name, path, device):
+    """The backbone of `model_name` built with the converted MultiPose weights at `path`
+    (build_model's --init-backbone), frozen; it must be MultiPoseFeatures, whose last channels
+    heatmap_distillation compares."""
+    backbone = build_model(model_name, path).backbone
+    if not isinstance(backbone, MultiPoseFeatures):
+        raise InputError(f"--heatmap-teacher needs a model on MultiPose's feature extractor "
+                         f"(ldlc-openpose-fpn), not {model_name}")
+    return backbone.to(device).eval().requires_grad_(False)
 
 
 def train_heads_step(model, optimizer, features, heatmaps, pafs, mask, num_stages=None, frozen_stages=0):
@@ -182,7 +184,7 @@ def run(args, stop):
     print(f"{len(dataset)} samples from {len(sources)} sources", flush=True)
 
     replay = ReplayBuffer(args.replay_buffer) if args.replay > 1 else None
-    heatmap_teacher = load_heatmap_teacher(args.heatmap_teacher, torch.device(args.device)) \
+    heatmap_teacher = load_heatmap_teacher(args.model, args.heatmap_teacher, torch.device(args.device)) \
         if args.heatmap_teacher else None
 
     def step(model, optimizer, batch, generator, device, autocast_dtype):
